@@ -1,0 +1,133 @@
+"""Reading checkpoints (the original's and ours), mapping their keys onto a model, and reporting what loaded.
+
+Key mapping (the seed's ``load_from``, in this order): ``get_feature`` -> ``backbone``, a leading ``fc1.`` ->
+``cls_head.fc1.``, ``classifier.0.`` -> ``cls_head.fc1.``, ``classifier`` -> ``cls_head.fc_cls``. A leading
+``module.`` (DDP) is dropped. Loading is non-strict: keys whose shape differs are skipped and reported (the image
+classifier's 1000 classes never fit a video head), and a load where no backbone weight fits is an error.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Union
+
+import torch
+from torch import nn
+
+SEED_KEY_MAP: tuple[tuple[str, str], ...] = (
+    (r"get_feature", "backbone"),
+    (r"^fc1\.", "cls_head.fc1."),
+    (r"classifier\.0\.", "cls_head.fc1."),
+    (r"classifier", "cls_head.fc_cls"),
+)
+
+# Classes the original's checkpoints pickle besides tensors (timm stores its argparse Namespace under 'args').
+SAFE_GLOBALS = [argparse.Namespace]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot serve the model it is loaded into."""
+
+
+@dataclass
+class LoadReport:
+    """What a non-strict load did, key by key (model keys, after mapping)."""
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        lines = [f"{self.source}: loaded {len(self.loaded)}, missing {len(self.missing)}, "
+                 f"unexpected {len(self.unexpected)}, shape-mismatched {len(self.mismatched)}"]
+        lines += [f"  mismatched {key}: checkpoint {list(src)} vs model {list(dst)}"
+                  for key, src, dst in self.mismatched]
+        lines += [f"  missing {key}" for key in self.missing]
+        lines += [f"  unexpected {key}" for key in self.unexpected]
+        return "\n".join(lines)
+
+
+def read_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> dict[str, Any]:
+    """Load a checkpoint file with ``weights_only=True``; the original's pickled ``args`` Namespace is allowed."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with torch.serialization.safe_globals(SAFE_GLOBALS):
+        try:
+            checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as error:  # a truncated file, or a pickle of something we do not trust
+            raise CheckpointError(f"{path}: cannot be read as a checkpoint ({error})") from error
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"{path}: expected a dict, got {type(checkpoint).__name__}")
+    return dict(checkpoint)
+
+
+def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The weights of a checkpoint dict: under ``state_dict`` (timm, mmaction), ``model``, or the dict itself."""
+    for key in ("state_dict", "model"):
+        if isinstance(checkpoint.get(key), Mapping):
+            checkpoint = checkpoint[key]
+            break
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in checkpoint.items()}
+    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+
+def map_keys(state: Mapping[str, torch.Tensor], model_keys: set[str],
+             key_map: tuple[tuple[str, str], ...] = SEED_KEY_MAP) -> dict[str, torch.Tensor]:
+    """Rename ``state``'s keys with ``key_map`` (each rule once, in order); into a bare backbone (whose keys have
+    no ``backbone.`` prefix), the ``backbone.`` prefix is then dropped and head keys are left unmatched."""
+    mapped = {}
+    for key, value in state.items():
+        new = key
+        for pattern, replacement in key_map:
+            new = re.sub(pattern, replacement, new)
+        mapped[new] = value
+    if not any(k.startswith("backbone.") for k in model_keys):
+        mapped = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in mapped.items()}
+    return mapped
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict",
+               key_map: tuple[tuple[str, str], ...] = SEED_KEY_MAP) -> LoadReport:
+    """Load ``state`` into ``model`` non-strictly after mapping its keys; return the report.
+
+    Raises ``CheckpointError`` when not a single backbone weight loaded (a checkpoint of another network).
+    """
+    own = model.state_dict()
+    mapped = map_keys(state, set(own), key_map)
+    report = LoadReport(source)
+    usable = {}
+    for key, value in mapped.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif own[key].shape != value.shape:
+            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            usable[key] = value
+            report.loaded.append(key)
+    report.missing = [key for key in own if key not in mapped]
+    backbone_loaded = [k for k in report.loaded if not k.startswith("cls_head.")]
+    if not backbone_loaded:
+        raise CheckpointError(f"{source}: no backbone weight fits this model\n{report.summary()}")
+    model.load_state_dict(usable, strict=False)
+    return report
+
+
+def load_checkpoint(model: nn.Module, path: Union[str, Path],
+                    key_map: tuple[tuple[str, str], ...] = SEED_KEY_MAP) -> LoadReport:
+    """Read ``path`` (a ``.pth`` / ``.pth.tar`` of the original or ours) and load it into ``model`` (see
+    :func:`load_state`)."""
+    return load_state(model, extract_state_dict(read_checkpoint(path)), str(path), key_map)
+
+
+def save_checkpoint(checkpoint: Mapping[str, Any], path: Union[str, Path]) -> None:
+    """Write ``checkpoint`` atomically: to a temporary file beside ``path``, then renamed over it, so a run killed
+    mid-write leaves the previous file intact."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(dict(checkpoint), tmp)
+    tmp.replace(path)

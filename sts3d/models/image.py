@@ -1,0 +1,127 @@
+"""The stage-1 image models ``v3d_*_224``: 3D backbones that classify images as one-frame clips.
+
+Registered in timm on ``import sts3d``, so ``timm.create_model('v3d_x3d_s_224', num_classes=1000,
+drop_path_rate=0.05)`` works. Keys are the original pre-training checkpoints': ``get_feature.*`` (the backbone, the
+same keys as the fine-tuning backbone), ``classifier.*`` and, for X3D, ``fc1.*``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from timm.models import register_model
+from torch import nn
+
+from .factory import backbone_entry, create_backbone
+
+# backbone name and the pre-training variant's overrides of the fine-tuning defaults (spec section 2)
+IMAGE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
+    "v3d_csn50_ir_224": ("csn50_ir", {}),
+    "v3d_r2plus1d34_224": ("r2plus1d34", {}),
+    # one frame: the slow path is not subsampled and the laterals have temporal stride 1
+    "v3d_slowfast50_4x16_224": ("slowfast50_4x16", {"temporal_resampling": False}),
+    "v3d_slowfast50_8x8_224": ("slowfast50_8x8", {"temporal_resampling": False}),
+    "v3d_slowonly50_224": ("slowonly50", {}),
+    "v3d_x3d_s_224": ("x3d_s", {}),
+}
+
+X3D_FC1_CHANNELS = 2048
+
+
+def _pretrained_cfg(name: str) -> dict[str, Any]:
+    return dict(architecture=name, num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.95,
+                interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                classifier="classifier", first_conv="get_feature.conv1.conv")
+
+
+class V3DImageModel(nn.Module):
+    """A 3D backbone with an image classifier. Input images ``(N, 3, H, W)``, output logits ``(N, num_classes)``.
+
+    Each image is a clip of one frame ``(N, 3, 1, H, W)`` (frames are not repeated), so only the centre temporal tap
+    of every 3D kernel sees data. Head: global average pool (per pathway for SlowFast, concatenated ``[slow, fast]``),
+    dropout, ``classifier``; X3D has ``fc1`` (432 -> 2048, bias) and ReLU before it.
+    """
+
+    def __init__(self, backbone_name: str, num_classes: int = 1000, drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, in_chans: int = 3, **backbone_overrides) -> None:
+        super().__init__()
+        if in_chans != 3:
+            raise ValueError(f"{backbone_name}: only 3 input channels are supported, got in_chans={in_chans}")
+        entry = backbone_entry(backbone_name)
+        self.get_feature = create_backbone(backbone_name, drop_path_rate=drop_path_rate, **backbone_overrides)
+        self.num_classes = num_classes
+        self.drop_rate = drop_rate
+        self.pool = nn.AdaptiveAvgPool3d(1)
+        self.num_features = entry.feat_channels
+        if entry.head == "x3d":
+            self.fc1 = nn.Linear(entry.feat_channels, X3D_FC1_CHANNELS)
+            self.fc1_act = nn.ReLU(inplace=True)
+            self.num_features = X3D_FC1_CHANNELS
+        self.dropout = nn.Dropout(drop_rate)
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Images ``(N, 3, H, W)`` -> pooled features ``(N, C)``."""
+        if x.dim() != 4:
+            raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
+        features = self.get_feature(x.unsqueeze(2))
+        features = features if isinstance(features, tuple) else (features,)
+        pooled = torch.cat([self.pool(f).flatten(1) for f in features], dim=1)
+        if hasattr(self, "fc1"):
+            pooled = self.fc1_act(self.fc1(pooled))
+        return pooled
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.dropout(x)
+        return x if pre_logits else self.classifier(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
+        self.num_classes = num_classes
+        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def _create(name: str, pretrained: bool = False, **kwargs) -> V3DImageModel:
+    if pretrained:
+        raise ValueError(f"{name}: no hosted weights; load a checkpoint with --initial-checkpoint or --resume")
+    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm passes these to every model
+        kwargs.pop(key, None)
+    backbone_name, overrides = IMAGE_MODELS[name]
+    model = V3DImageModel(backbone_name, **kwargs, **overrides)
+    model.pretrained_cfg = model.default_cfg = _pretrained_cfg(name)
+    return model
+
+
+@register_model
+def v3d_csn50_ir_224(pretrained: bool = False, **kwargs) -> V3DImageModel:
+    return _create("v3d_csn50_ir_224", pretrained, **kwargs)
+
+
+@register_model
+def v3d_r2plus1d34_224(pretrained: bool = False, **kwargs) -> V3DImageModel:
+    return _create("v3d_r2plus1d34_224", pretrained, **kwargs)
+
+
+@register_model
+def v3d_slowfast50_4x16_224(pretrained: bool = False, **kwargs) -> V3DImageModel:
+    return _create("v3d_slowfast50_4x16_224", pretrained, **kwargs)
+
+
+@register_model
+def v3d_slowfast50_8x8_224(pretrained: bool = False, **kwargs) -> V3DImageModel:
+    return _create("v3d_slowfast50_8x8_224", pretrained, **kwargs)
+
+
+@register_model
+def v3d_slowonly50_224(pretrained: bool = False, **kwargs) -> V3DImageModel:
+    return _create("v3d_slowonly50_224", pretrained, **kwargs)
+
+
+@register_model
+def v3d_x3d_s_224(pretrained: bool = False, **kwargs) -> V3DImageModel:
+    return _create("v3d_x3d_s_224", pretrained, **kwargs)

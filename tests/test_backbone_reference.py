@@ -1,0 +1,42 @@
+"""The six backbones against the original's keys and outputs (``../shared/reference``), STS off and on."""
+import pytest
+import torch
+
+from sts3d.models import create_backbone, list_backbones
+from reference import (assert_close_to_reference, load_case, load_keys, reference_input,
+                       set_reference_weights)
+
+NAMES = ["csn50_ir", "r2plus1d34", "slowfast50_4x16", "slowfast50_8x8", "slowonly50", "x3d_s"]
+CASES = {"": 1234, "_case2": 4321}
+
+
+def test_all_names_registered():
+    assert list_backbones() == sorted(NAMES)
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("sts", [False, True])
+def test_state_dict_matches_original_keys(name, sts):
+    expected = load_keys("keys", f"{name}.json")
+    model = create_backbone(name, sts=sts)
+    actual = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert list(actual) == list(expected)
+    assert actual == expected
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("sts", [False, True], ids=["plain", "sts"])
+@pytest.mark.parametrize("case", list(CASES), ids=["case1", "case2"])
+def test_outputs_match_original(name, sts, case):
+    seed = CASES[case]
+    data = load_case("outputs", f"{name}_{'sts' if sts else 'plain'}{case}.npz")
+    model = create_backbone(name, sts=sts).eval()
+    set_reference_weights(model, seed)
+    x = reference_input(data["input"].shape, seed)
+    assert torch.equal(x, torch.from_numpy(data["input"]))
+    with torch.no_grad():
+        out = model(x)
+    outs = out if isinstance(out, tuple) else (out,)
+    assert len(outs) == sum(key.startswith("output") for key in data)
+    for i, tensor in enumerate(outs):
+        assert_close_to_reference(tensor, data[f"output{i}"], f"{name} sts={sts}{case} output{i}")
