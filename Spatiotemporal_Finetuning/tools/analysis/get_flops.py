@@ -1,0 +1,49 @@
+"""Params and GMACs of a backbone on one input clip.
+
+Usage: ``python Spatiotemporal_Finetuning/tools/analysis/get_flops.py NAME [--shape ...] [--sts] [--sts-mode M]``
+
+``--shape`` takes ``N C T H W``, ``C T H W``, ``T H W``, ``H W`` or ``S`` (a square frame); missing values are
+batch 1, 3 channels and the backbone's training clip length. Without ``--shape`` the backbone's training clip
+``(1, 3, T, H, W)`` is used. GMACs are multiply-accumulates, what papers' tables call GFLOPs.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sts3d.flops import measure, parse_shape, resolve_model
+from sts3d.models import list_backbones
+from sts3d.models.sts import STS_MODES
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", metavar="NAME_OR_CONFIG",
+                        help=f"a backbone name ({', '.join(list_backbones())}); config files come later")
+    parser.add_argument("--shape", type=int, nargs="+", metavar="N",
+                        help="input shape: N C T H W | C T H W | T H W | H W | S (default: the training clip)")
+    parser.add_argument("--sts", action="store_true", help="switch STS on (the seed's STS configs)")
+    parser.add_argument("--sts-mode", choices=STS_MODES, default="faithful", help="STS behaviour (with --sts)")
+    parser.add_argument("--device", default="meta",
+                        help="where to run the count; 'meta' (default) does no arithmetic and allocates nothing")
+    parser.add_argument("--no-norm", action="store_true",
+                        help="count convs and matmuls only (by default batch norm is counted as fvcore counts it)")
+    args = parser.parse_args(argv)
+    try:
+        model, (t, h, w) = resolve_model(args.model, sts=args.sts, sts_mode=args.sts_mode, device=args.device)
+        shape = parse_shape(args.shape, default_t=t) if args.shape else (1, 3, t, h, w)
+        result = measure(model, shape, name=args.model, device=args.device, count_norm=not args.no_norm)
+    except (KeyError, ValueError) as err:
+        print(f"error: {err.args[0] if err.args else err}", file=sys.stderr)
+        return 2
+    sts = f"on ({args.sts_mode}), {result.sts_convs} STS convs" if args.sts else "off"
+    print(f"Model: {result.name} (backbone), STS {sts}")
+    print(f"Input shape: {result.input_shape}")
+    counted = "convs and matmuls only" if args.no_norm else "convs, matmuls and batch norm, as fvcore counts them"
+    print(f"GMACs: {result.gmacs:.2f} (multiply-accumulates, what papers' tables call GFLOPs; {counted})")
+    print(f"Params: {result.params_m:.2f} M")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

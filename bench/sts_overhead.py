@@ -1,0 +1,80 @@
+"""STS on over STS off: forward + backward time of each backbone, measured in one process, interleaved.
+
+Setting of the foundation issue: 2 CPU threads, batch 2, 8x128x128 clips (32 frames for SlowFast), at least 7
+rounds; each round times the plain model, then the STS model (faithful), then the STS model (aligned), in turn.
+Prints the median time of each and the ratios. Target: every ratio <= 1.03.
+
+    python bench/sts_overhead.py [--rounds 7] [--threads 2] [--models csn50_ir x3d_s ...] [--device cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from sts3d.models import create_backbone, list_backbones
+
+
+def clip_shape(name: str, frames: int, size: int) -> tuple[int, int, int, int]:
+    return (3, 32 if name.startswith("slowfast") else frames, size, size)
+
+
+def step(model: torch.nn.Module, x: torch.Tensor) -> None:
+    out = model(x)
+    loss = sum(o.float().mean() for o in (out if isinstance(out, tuple) else (out,)))
+    loss.backward()
+
+
+def timed(model: torch.nn.Module, x: torch.Tensor, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step(model, x)
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--models", nargs="+", default=list_backbones())
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    variants = {"plain": dict(sts=False), "faithful": dict(sts=True, sts_mode="faithful"),
+                "aligned": dict(sts=True, sts_mode="aligned")}
+    print(f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
+          f"torch={torch.__version__}")
+    print(f"{'backbone':<18}{'plain s':>10}{'faithful s':>12}{'aligned s':>11}{'faithful/plain':>16}"
+          f"{'aligned/plain':>15}")
+    worst = 0.0
+    for name in args.models:
+        models = {k: create_backbone(name, **v).to(args.device).train() for k, v in variants.items()}
+        for m in models.values():
+            m.load_state_dict(models["plain"].state_dict())
+        x = torch.randn(args.batch, *clip_shape(name, args.frames, args.size), device=args.device)
+        for m in models.values():  # warm-up: allocator, kernels' first-call costs
+            step(m, x)
+        times = {k: [] for k in models}
+        for _ in range(args.rounds):
+            for k, m in models.items():
+                m.zero_grad(set_to_none=True)
+                times[k].append(timed(m, x, args.device))
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratios = (med["faithful"] / med["plain"], med["aligned"] / med["plain"])
+        worst = max(worst, *ratios)
+        print(f"{name:<18}{med['plain']:>10.3f}{med['faithful']:>12.3f}{med['aligned']:>11.3f}"
+              f"{ratios[0]:>16.3f}{ratios[1]:>15.3f}", flush=True)
+    print(f"worst ratio {worst:.3f} (target <= 1.03): {'met' if worst <= 1.03 else 'MISSED'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Command-line tools of the library, run as ``python -m sts3d.tools.<name>``."""
