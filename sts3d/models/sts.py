@@ -40,42 +40,108 @@ def _out_size(size: int, stride: int) -> int:
     return (size - 1) // stride + 1
 
 
-def _line_faithful(x: torch.Tensor, weight: torch.Tensor, stride: int, groups: int,
-                   column_major: bool) -> torch.Tensor:
-    """A 1-D conv along the flattened frame, as the original does it.
+def _frames_as_channels(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, T, H, W)`` -> ``(N, C * T, H, W)``: a view, so per-frame 2D convs need no transpose.
 
-    x: ``(N, C, T, H, W)``; weight: ``(C_out, C_in / groups, k)`` with odd ``k``. Returns ``(N, C_out, T, H', W')``
-    with ``H' = (H - 1) // stride + 1`` (and the same for ``W'``).
+    A depthwise conv with its weight repeated ``T`` times then runs on every frame at once; 2D depthwise kernels are
+    markedly faster than 3D ones on CPU, which is what keeps STS's static half cheap.
     """
+    n, c, t, h, w = x.shape
+    return x.reshape(n, c * t, h, w)
+
+
+def _depthwise_line(x: torch.Tensor, taps: torch.Tensor, stride: int, column_major: bool,
+                    faithful: bool) -> torch.Tensor:
+    """A depthwise line conv of every frame. x: ``(N, C, T, H, W)``; taps: ``(C, k)``; returns
+    ``(N, C, T, H', W')``, ``H' = (H - 1) // stride + 1`` (the same for ``W'``).
+
+    ``faithful``: the original's conv along the flattened frame (row-major, or column-major when ``column_major``),
+    which wraps across rows / columns, taking every ``stride**2``-th element of the sequence; where that does not fill
+    the output map (odd sizes, where the original crashes) the outputs are taken at the true strided positions.
+    Otherwise a zero-padded ``1xk`` (``kx1``) 2D conv.
+    """
+    n, c, t, h, w = x.shape
+    k = taps.shape[-1]
+    weight = taps.repeat_interleave(t, dim=0).unsqueeze(1)  # (C * T, 1, k)
+    out_h, out_w = _out_size(h, stride), _out_size(w, stride)
+    if not faithful:
+        kernel = weight.unsqueeze(-1) if column_major else weight.unsqueeze(-2)
+        padding = (k // 2, 0) if column_major else (0, k // 2)
+        y = F.conv2d(_frames_as_channels(x), kernel, stride=stride, padding=padding, groups=c * t)
+        return y.view(n, c, t, out_h, out_w)
     if column_major:
         x = x.transpose(-1, -2)
-    n, c, t, a, b = x.shape
-    k = weight.shape[-1]
-    out_a, out_b = _out_size(a, stride), _out_size(b, stride)
-    seq = x.reshape(n, c, t, a * b)
-    kernel = weight.unsqueeze(2)  # (C_out, C_in/g, 1, k): a conv over the (T, H*W) plane, per frame
+        h, w, out_h, out_w = w, h, out_w, out_h
+    seq = x.reshape(n, c * t, h * w)
     step = stride * stride
-    if stride == 1 or (a * b - 1) // step + 1 == out_a * out_b:
-        y = F.conv2d(seq, kernel, stride=(1, step), padding=(0, k // 2), groups=groups)
-        y = y.view(n, -1, t, out_a, out_b)
+    if stride == 1 or (h * w - 1) // step + 1 == out_h * out_w:
+        y = F.conv1d(seq, weight, stride=step, padding=k // 2, groups=c * t).view(n, c, t, out_h, out_w)
     else:
-        # The original crashes here (odd feature map before a stride-2 conv): use the true strided positions.
-        y = F.conv2d(seq, kernel, padding=(0, k // 2), groups=groups).view(n, -1, t, a, b)
-        y = y[..., ::stride, ::stride]
+        y = F.conv1d(seq, weight, padding=k // 2, groups=c * t).view(n, c, t, h, w)[..., ::stride, ::stride]
     return y.transpose(-1, -2) if column_major else y
 
 
-def _line_aligned(x: torch.Tensor, weight: torch.Tensor, stride: int, groups: int,
-                  column_major: bool) -> torch.Tensor:
-    """A zero-padded ``1xk`` (or ``kx1`` when ``column_major``) conv of each frame, outputs at strided positions."""
-    k = weight.shape[-1]
-    if column_major:
-        kernel = weight[:, :, None, :, None]
-        padding = (0, k // 2, 0)
+def _shift_add(dst: torch.Tensor, src: torch.Tensor, offset: int, axis: str) -> None:
+    """In place, ``dst[i] += src[i + offset]`` (``offset`` is -1 or +1) along one sequence of every frame, where
+    ``i + offset`` lies inside it. ``dst``, ``src``: ``(N, C, T, H, W)``.
+
+    Sequences (``axis``): ``'t'`` time; ``'h'`` / ``'w'`` a column / row of a frame; ``'row_major'`` /
+    ``'col_major'`` the whole frame flattened row by row / column by column (the original's line convs, which run on
+    into the next row or column).
+    """
+    if axis == "t":
+        dim = 2
+    elif axis == "h":
+        dim = 3
+    elif axis == "w":
+        dim = 4
+    elif axis == "row_major":
+        n, c, t, h, w = dst.shape
+        dst, src, dim = dst.view(n, c, t, h * w), src.view(n, c, t, h * w), 3
+    else:  # col_major: down the column, then on from the top of the next (or bottom of the previous) column
+        height = dst.shape[3]
+        _shift_add(dst, src, offset, "h")
+        if offset < 0:
+            dst[..., 0, 1:] += src[..., height - 1, :-1]
+        else:
+            dst[..., height - 1, :-1] += src[..., 0, 1:]
+        return
+    size = dst.shape[dim]
+    if offset < 0:
+        dst.narrow(dim, 1, size - 1).add_(src.narrow(dim, 0, size - 1))
     else:
-        kernel = weight[:, :, None, None, :]
-        padding = (0, 0, k // 2)
-    return F.conv3d(x, kernel, stride=(1, stride, stride), padding=padding, groups=groups)
+        dst.narrow(dim, 0, size - 1).add_(src.narrow(dim, 1, size - 1))
+
+
+class _TemporalTapSum(torch.autograd.Function):
+    """Sums the three taps of a ``3x1x1`` STS conv computed as one pointwise conv.
+
+    Input ``y`` ``(N, 3 C, T, H, W)``: every output channel's tap 0, tap 1 and tap 2 applied pointwise (in that
+    channel-block order). Output ``(N, C, T, H, W)``: tap 1 plus tap 0 from the previous and tap 2 from the next
+    element of each channel group's sequence (``axes``: ``(channel_start, channel_end, axis)``). The pointwise conv
+    costs exactly the plain conv's multiply-adds and runs as one large matrix product; the shifts are memory moves.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, axes: tuple) -> torch.Tensor:
+        ctx.axes = axes
+        c = y.shape[1] // 3
+        out = y[:, c:2 * c].clone()
+        for start, end, axis in axes:
+            _shift_add(out[:, start:end], y[:, start:end], -1, axis)
+            _shift_add(out[:, start:end], y[:, 2 * c + start:2 * c + end], +1, axis)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        n, c = grad.shape[:2]
+        grad = grad.contiguous()
+        grad_y = grad.new_zeros(n, 3 * c, *grad.shape[2:])
+        grad_y[:, c:2 * c] = grad
+        for start, end, axis in ctx.axes:  # the transpose of a shift by -1 is a shift by +1
+            _shift_add(grad_y[:, start:end], grad[:, start:end], +1, axis)
+            _shift_add(grad_y[:, 2 * c + start:2 * c + end], grad[:, start:end], -1, axis)
+        return grad_y, None
 
 
 class STSConv3d(nn.Conv3d):
@@ -104,9 +170,9 @@ class STSConv3d(nn.Conv3d):
         if out_channels % 2:
             raise ValueError(f"{where}: STS splits the output channels in half; {out_channels} is odd")
         if (kt, kh, kw) == (3, 3, 3):
-            if groups <= 1 or groups % 2 or in_channels % 2:
-                raise ValueError(f"{where}: the 3x3x3 STS form needs a grouped (channel-wise) conv with an even "
-                                 "number of groups")
+            if not groups == in_channels == out_channels:
+                raise ValueError(f"{where}: the 3x3x3 STS form needs a channel-wise (depthwise) conv, "
+                                 "groups == in_channels == out_channels")
             if sh != sw or self.padding != (1, 1, 1):
                 raise ValueError(f"{where}: the 3x3x3 STS form needs equal spatial strides and padding 1")
             self.kind = "depthwise"
@@ -135,28 +201,27 @@ class STSConv3d(nn.Conv3d):
             out = out + self.bias.view(1, -1, 1, 1, 1)
         return out
 
-    def _line(self, x: torch.Tensor, weight: torch.Tensor, stride: int, groups: int,
-              column_major: bool) -> torch.Tensor:
-        line = _line_faithful if self.mode == "faithful" else _line_aligned
-        return line(x, weight, stride, groups, column_major)
-
     def _depthwise(self, x: torch.Tensor) -> torch.Tensor:
-        half_out = self.out_channels // 2
-        half_groups = self.groups // 2
+        half = self.out_channels // 2
         s = self.stride[1]
-        x_static, x_dynamic = x.chunk(2, dim=1)
-        w_static, w_dynamic = self.weight[:half_out], self.weight[half_out:]
-        w_lines = w_static.flatten(3)  # (C/2, C_in/g, 3, 9): each 3x3 slice flattened row-major
-        static = F.conv3d(x_static, w_static[:, :, 1:2], stride=(1, s, s), padding=(0, 1, 1), groups=half_groups)
-        static = static + self._line(x_static, w_lines[:, :, 0], s, half_groups, column_major=False)
-        static = static + self._line(x_static, w_lines[:, :, 2], s, half_groups, column_major=True)
-        dynamic = F.conv3d(x_dynamic, w_dynamic, stride=(1, s, s), padding=1, groups=half_groups)
+        faithful = self.mode == "faithful"
+        x_static, x_dynamic = x[:, :half], x[:, half:]
+        w_static = self.weight[:half, 0]  # (C/2, 3, 3, 3)
+        lines = w_static.flatten(2)  # (C/2, 3, 9): each 3x3 slice flattened row-major
+        n, _, t = x.shape[:3]
+        centre = w_static[:, 1].repeat_interleave(t, dim=0).unsqueeze(1)  # (C/2 * T, 1, 3, 3)
+        static = F.conv2d(_frames_as_channels(x_static), centre, stride=s, padding=1, groups=half * t)
+        static = static.view(n, half, t, *static.shape[-2:])
+        static = static + _depthwise_line(x_static, lines[:, 0], s, column_major=False, faithful=faithful)
+        static = static + _depthwise_line(x_static, lines[:, 2], s, column_major=True, faithful=faithful)
+        dynamic = F.conv3d(x_dynamic, self.weight[half:], stride=(1, s, s), padding=1, groups=half)
         return torch.cat((static, dynamic), dim=1)
 
     def _temporal(self, x: torch.Tensor) -> torch.Tensor:
-        quarter = self.out_channels // 4
-        taps = self.weight.flatten(2)  # (C_out, C_in, 3)
-        width = self._line(x, taps[:quarter], 1, 1, column_major=False)
-        height = self._line(x, taps[quarter:2 * quarter], 1, 1, column_major=True)
-        temporal = F.conv3d(x, self.weight[2 * quarter:], padding=(1, 0, 0))
-        return torch.cat((width, height, temporal), dim=1)
+        c = self.out_channels
+        quarter = c // 4
+        line_w, line_h = ("row_major", "col_major") if self.mode == "faithful" else ("w", "h")
+        axes = ((0, quarter, line_w), (quarter, 2 * quarter, line_h), (2 * quarter, c, "t"))
+        # (C_out, C_in, 3, 1, 1) -> (3 C_out, C_in, 1, 1, 1): tap 0 of every filter, then tap 1, then tap 2
+        pointwise = self.weight.permute(2, 0, 1, 3, 4).reshape(3 * c, self.in_channels, 1, 1, 1)
+        return _TemporalTapSum.apply(F.conv3d(x, pointwise), axes)
