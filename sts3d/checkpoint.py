@@ -109,7 +109,9 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str 
             usable[key] = value
             report.loaded.append(key)
     report.missing = [key for key in own if key not in mapped]
-    backbone_loaded = [k for k in report.loaded if not k.startswith("cls_head.")]
+    # BN step counters are scalars that fit any network: they do not show the checkpoint is this network's
+    backbone_loaded = [k for k in report.loaded
+                       if not k.startswith("cls_head.") and not k.endswith("num_batches_tracked")]
     if not backbone_loaded:
         raise CheckpointError(f"{source}: no backbone weight fits this model\n{report.summary()}")
     model.load_state_dict(usable, strict=False)

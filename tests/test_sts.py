@@ -161,3 +161,15 @@ def test_conv_type_keeps_pointwise_convs_plain():
     assert type(build(4, 8, 1)) is nn.Conv3d
     assert type(build(4, 8, (3, 1, 1), padding=(1, 0, 0))) is STSConv3d
     assert sts_conv_type(False) is nn.Conv3d
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("build", [temporal, depthwise])
+def test_gradients_are_exact(mode, build):
+    """The hand-written backward of the 3x1x1 tap sum (and autograd elsewhere) against finite differences."""
+    torch.manual_seed(5)
+    conv = build(mode=mode).double()
+    x = torch.randn(1, conv.in_channels, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    weight = conv.weight.detach().clone().requires_grad_()
+    run = lambda inp, w: torch.func.functional_call(conv, {"weight": w}, (inp,))  # noqa: E731
+    assert torch.autograd.gradcheck(run, (x, weight))

@@ -11,7 +11,6 @@ from typing import Any, Callable
 
 from torch import nn
 
-from .init import init_conv_bn_
 from .sts import STS_MODES, STSMode
 
 
@@ -80,6 +79,4 @@ def create_backbone(name: str, sts: bool = False, sts_mode: STSMode = "faithful"
     of the backbone class, the seed's names (``reshape_t``, ``temporal_strides``, ``slow_pathway=dict(...)``).
     Input ``(N, 3, T, H, W)``; output ``(N, C, T', H', W')``, or ``(slow, fast)`` for SlowFast.
     """
-    backbone = backbone_entry(name).builder(**backbone_kwargs(name, sts, sts_mode, **overrides))
-    init_conv_bn_(backbone)
-    return backbone
+    return backbone_entry(name).builder(**backbone_kwargs(name, sts, sts_mode, **overrides))

@@ -13,6 +13,7 @@ from timm.models import register_model
 from torch import nn
 
 from .factory import backbone_entry, create_backbone
+from .init import init_conv_bn_
 
 # backbone name and the pre-training variant's overrides of the fine-tuning defaults (spec section 2)
 IMAGE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -49,6 +50,7 @@ class V3DImageModel(nn.Module):
             raise ValueError(f"{backbone_name}: only 3 input channels are supported, got in_chans={in_chans}")
         entry = backbone_entry(backbone_name)
         self.get_feature = create_backbone(backbone_name, drop_path_rate=drop_path_rate, **backbone_overrides)
+        init_conv_bn_(self.get_feature)  # the original re-initialises: no zero-init of any BN (spec section 2)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.pool = nn.AdaptiveAvgPool3d(1)

@@ -18,6 +18,7 @@ from torch import nn
 from .convs import ConvModule, ConvType, sts_conv_type
 from .drop_path import drop_path_layer, drop_path_schedule
 from .factory import BackboneEntry, register_backbone
+from .init import init_conv_bn_
 from .inputs import check_clip_input
 from .sts import STSMode
 
@@ -127,6 +128,7 @@ class ResNet3d(nn.Module):
             self.add_module(f"layer{i + 1}", layer)
             self.res_layers.append(f"layer{i + 1}")
         self.feat_dim = inplanes
+        init_conv_bn_(self)  # the seed's configs set zero_init_residual=False
 
     def _make_stage(self, inplanes: int, planes: int, num_blocks: int, spatial_stride: int, temporal_stride: int,
                     inflate: bool, inflate_style: str, conv1_type: ConvType, conv2_type: ConvType, bn_eps: float,
