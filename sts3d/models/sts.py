@@ -81,36 +81,43 @@ def _depthwise_line(x: torch.Tensor, taps: torch.Tensor, stride: int, column_maj
     return y.transpose(-1, -2) if column_major else y
 
 
-def _shift_add(dst: torch.Tensor, src: torch.Tensor, offset: int, axis: str) -> None:
-    """In place, ``dst[i] += src[i + offset]`` (``offset`` is -1 or +1) along one sequence of every frame, where
-    ``i + offset`` lies inside it. ``dst``, ``src``: ``(N, C, T, H, W)``.
+def _shift(dst: torch.Tensor, src: torch.Tensor, offset: int, axis: str, accumulate: bool) -> None:
+    """In place, ``dst[i] (+)= src[i + offset]`` (``offset`` is -1 or +1) along one sequence of every frame.
 
-    Sequences (``axis``): ``'t'`` time; ``'h'`` / ``'w'`` a column / row of a frame; ``'row_major'`` /
-    ``'col_major'`` the whole frame flattened row by row / column by column (the original's line convs, which run on
-    into the next row or column).
+    Where ``i + offset`` falls outside the sequence, ``dst[i]`` is kept when ``accumulate``, else set to 0.
+    ``dst``, ``src``: ``(N, C, T, H, W)``. Sequences (``axis``): ``'t'`` time; ``'h'`` / ``'w'`` a column / row of a
+    frame; ``'row_major'`` / ``'col_major'`` the whole frame flattened row by row / column by column (the original's
+    line convs, which run on into the next row or column).
     """
-    if axis == "t":
-        dim = 2
-    elif axis == "h":
-        dim = 3
-    elif axis == "w":
-        dim = 4
-    elif axis == "row_major":
-        n, c, t, h, w = dst.shape
-        dst, src, dim = dst.view(n, c, t, h * w), src.view(n, c, t, h * w), 3
-    else:  # col_major: down the column, then on from the top of the next (or bottom of the previous) column
-        height = dst.shape[3]
-        _shift_add(dst, src, offset, "h")
+    def put(d: torch.Tensor, s: torch.Tensor) -> None:
+        d.add_(s) if accumulate else d.copy_(s)
+
+    if axis == "col_major":  # down the column, then on from the top of the next (or bottom of the previous) one
+        height, width = dst.shape[3:]
         if offset < 0:
-            dst[..., 0, 1:] += src[..., height - 1, :-1]
+            put(dst[..., 1:, :], src[..., :-1, :])
+            put(dst[..., 0, 1:], src[..., height - 1, :-1])
+            edge = dst[..., 0, :1]
         else:
-            dst[..., height - 1, :-1] += src[..., 0, 1:]
+            put(dst[..., :-1, :], src[..., 1:, :])
+            put(dst[..., height - 1, :-1], src[..., 0, 1:])
+            edge = dst[..., height - 1, width - 1:]
+        if not accumulate:
+            edge.zero_()
         return
+    dim = {"t": 2, "h": 3, "w": 4, "row_major": 3}[axis]
+    if axis == "row_major":
+        n, c, t, h, w = dst.shape
+        dst, src = dst.view(n, c, t, h * w), src.view(n, c, t, h * w)
     size = dst.shape[dim]
     if offset < 0:
-        dst.narrow(dim, 1, size - 1).add_(src.narrow(dim, 0, size - 1))
+        put(dst.narrow(dim, 1, size - 1), src.narrow(dim, 0, size - 1))
+        edge = dst.narrow(dim, 0, 1)
     else:
-        dst.narrow(dim, 0, size - 1).add_(src.narrow(dim, 1, size - 1))
+        put(dst.narrow(dim, 0, size - 1), src.narrow(dim, 1, size - 1))
+        edge = dst.narrow(dim, size - 1, 1)
+    if not accumulate:
+        edge.zero_()
 
 
 class _TemporalTapSum(torch.autograd.Function):
@@ -128,19 +135,19 @@ class _TemporalTapSum(torch.autograd.Function):
         c = y.shape[1] // 3
         out = y[:, c:2 * c].clone()
         for start, end, axis in axes:
-            _shift_add(out[:, start:end], y[:, start:end], -1, axis)
-            _shift_add(out[:, start:end], y[:, 2 * c + start:2 * c + end], +1, axis)
+            _shift(out[:, start:end], y[:, start:end], -1, axis, accumulate=True)
+            _shift(out[:, start:end], y[:, 2 * c + start:2 * c + end], +1, axis, accumulate=True)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         n, c = grad.shape[:2]
         grad = grad.contiguous()
-        grad_y = grad.new_zeros(n, 3 * c, *grad.shape[2:])
+        grad_y = grad.new_empty(n, 3 * c, *grad.shape[2:])  # every element is written once below
         grad_y[:, c:2 * c] = grad
         for start, end, axis in ctx.axes:  # the transpose of a shift by -1 is a shift by +1
-            _shift_add(grad_y[:, start:end], grad[:, start:end], +1, axis)
-            _shift_add(grad_y[:, 2 * c + start:2 * c + end], grad[:, start:end], -1, axis)
+            _shift(grad_y[:, start:end], grad[:, start:end], +1, axis, accumulate=False)
+            _shift(grad_y[:, 2 * c + start:2 * c + end], grad[:, start:end], -1, axis, accumulate=False)
         return grad_y, None
 
 
