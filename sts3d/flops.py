@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .models import backbone_entry, create_backbone, list_backbones
-from .models.sts import STSConv3d
+from .models.sts import STS_MODES, STSConv3d
 
 
 def _batch_norm_flops(input_shape, weight_shape=None, *args, out_shape=None, **kwargs) -> int:
@@ -178,3 +178,17 @@ def format_table(rows: Sequence[tuple[Complexity, Complexity]]) -> str:
     out = [fmt.format(*header), "  ".join("-" * w for w in widths)]
     out += [fmt.format(*row) for row in lines]
     return "\n".join(out)
+
+
+def add_count_arguments(parser) -> None:
+    """The counting options both command-line tools take: ``--sts-mode``, ``--device``, ``--no-norm``."""
+    parser.add_argument("--sts-mode", choices=STS_MODES, default="faithful", help="STS behaviour (with STS on)")
+    parser.add_argument("--device", default="meta",
+                        help="where to run the count; 'meta' (default) does no arithmetic and allocates nothing")
+    parser.add_argument("--no-norm", action="store_true",
+                        help="count convs and matmuls only (by default batch norm is counted as fvcore counts it)")
+
+
+def counted_what(no_norm: bool) -> str:
+    return "convs and matmuls only" if no_norm else "convs, matmuls and batch norm, as fvcore counts them"
+

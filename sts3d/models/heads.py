@@ -29,18 +29,11 @@ class I3DHead(nn.Module):
         return self.fc_cls(self.dropout(self.avg_pool(x).flatten(1)))
 
 
-class SlowFastHead(nn.Module):
+class SlowFastHead(I3DHead):
     """Pools each pathway and classifies their concatenation in the original's order ``[fast, slow]``.
 
     Input the backbone's ``(slow (N, C_s, ...), fast (N, C_f, ...))``; ``in_channels = C_s + C_f``.
     """
-
-    def __init__(self, num_classes: int, in_channels: int, dropout: float = 0.5, init_std: float = 0.01) -> None:
-        super().__init__()
-        self.avg_pool = nn.AdaptiveAvgPool3d(1)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc_cls = nn.Linear(in_channels, num_classes)
-        _init_linear(self.fc_cls, init_std)
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         slow, fast = x

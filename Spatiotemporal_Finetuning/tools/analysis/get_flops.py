@@ -11,9 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sts3d.flops import measure, parse_shape, resolve_model
+from sts3d.flops import add_count_arguments, counted_what, measure, parse_shape, resolve_model
 from sts3d.models import list_backbones
-from sts3d.models.sts import STS_MODES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,11 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shape", type=int, nargs="+", metavar="N",
                         help="input shape: N C T H W | C T H W | T H W | H W | S (default: the training clip)")
     parser.add_argument("--sts", action="store_true", help="switch STS on (the seed's STS configs)")
-    parser.add_argument("--sts-mode", choices=STS_MODES, default="faithful", help="STS behaviour (with --sts)")
-    parser.add_argument("--device", default="meta",
-                        help="where to run the count; 'meta' (default) does no arithmetic and allocates nothing")
-    parser.add_argument("--no-norm", action="store_true",
-                        help="count convs and matmuls only (by default batch norm is counted as fvcore counts it)")
+    add_count_arguments(parser)
     args = parser.parse_args(argv)
     try:
         model, (t, h, w) = resolve_model(args.model, sts=args.sts, sts_mode=args.sts_mode, device=args.device)
@@ -39,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     sts = f"on ({args.sts_mode}), {result.sts_convs} STS convs" if args.sts else "off"
     print(f"Model: {result.name} (backbone), STS {sts}")
     print(f"Input shape: {result.input_shape}")
-    counted = "convs and matmuls only" if args.no_norm else "convs, matmuls and batch norm, as fvcore counts them"
-    print(f"GMACs: {result.gmacs:.2f} (multiply-accumulates, what papers' tables call GFLOPs; {counted})")
+    print(f"GMACs: {result.gmacs:.2f} (multiply-accumulates, what papers' tables call GFLOPs; "
+          f"{counted_what(args.no_norm)})")
     print(f"Params: {result.params_m:.2f} M")
     return 0
 
