@@ -170,3 +170,26 @@ def test_garbage_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="bad.pth: cannot be read"):
         load_checkpoint(create_backbone("x3d_s"), bad)
+
+
+def test_build_recognizer_from_a_seed_style_model_dict():
+    from sts3d.models.builder import build_recognizer
+
+    cfg = dict(type="Recognizer3D",
+               backbone=dict(type="ResNet3dSlowFast", pretrained=None, resample_rate=4, speed_ratio=4,
+                             slow_pathway=dict(type="resnet3d", depth=50, pretrained=None, lateral=True,
+                                               fusion_kernel=7, conv1_kernel=(1, 7, 7), conv1_stride_t=1,
+                                               pool1_stride_t=1, inflate=(0, 0, 1, 1), norm_eval=False,
+                                               reshape_t=True),
+                             fast_pathway=dict(type="resnet3d", depth=50, pretrained=None, lateral=False,
+                                               base_channels=8, conv1_kernel=(5, 7, 7), conv1_stride_t=1,
+                                               pool1_stride_t=1, norm_eval=False, reshape_t=True)),
+               cls_head=dict(type="SlowFastHead", in_channels=2304, num_classes=7, spatial_type="avg",
+                             dropout_ratio=0.5))
+    model = build_recognizer(cfg)
+    reference = create_recognizer("slowfast50_8x8", num_classes=7, sts=True)
+    assert str(model) == str(reference)
+    with pytest.raises(ValueError, match="model.backbone.type 'ResNet9'"):
+        build_recognizer(dict(cfg, backbone=dict(type="ResNet9")))
+    with pytest.raises(ValueError, match=r"model.backbone.pretrained='x.pth' is not supported"):
+        build_recognizer(dict(cfg, backbone=dict(cfg["backbone"], pretrained="x.pth")))
