@@ -59,7 +59,8 @@ def read_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
         try:
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # a truncated file, or a pickle of something we do not trust
-            raise CheckpointError(f"{path}: cannot be read as a checkpoint ({error})") from error
+            raise CheckpointError(f"{path}: cannot be read as a checkpoint "
+                                  f"({type(error).__name__}: {error})") from error
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path}: expected a dict, got {type(checkpoint).__name__}")
     return dict(checkpoint)

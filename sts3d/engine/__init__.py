@@ -1,0 +1,1 @@
+"""Engine: the training loops, evaluation, distributed helpers, checkpoints on disk and run logs."""
