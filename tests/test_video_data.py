@@ -63,11 +63,12 @@ def test_train_clips_and_test_views(videos):
     records = read_annotations(videos / "train.txt", videos / "videos")
     settings = ClipSettings(clip_len=4, frame_interval=2, num_clips=1, short_side=40, crop_size=32)
     train = VideoDataset(records, settings)
-    clip, label = train[0]
+    clip, label, skipped = train[0]
+    assert skipped == 0
     assert clip.shape == (1, 3, 4, 32, 32) and clip.dtype == torch.float32 and label == 0
     test = VideoDataset(records, ClipSettings(clip_len=4, frame_interval=2, num_clips=2, short_side=40, crop_size=40,
                                               test_crop="three"), test_mode=True)
-    views, label = test[1]
+    views, label, _ = test[1]
     assert views.shape == (6, 3, 4, 40, 40) and label == 1
     # deterministic, and normalised with the seed's mean and std
     torch.testing.assert_close(views, test[1][0])
@@ -79,6 +80,10 @@ def test_unreadable_videos_are_skipped_with_a_warning(videos):
     data = VideoDataset(records, ClipSettings(clip_len=2, short_side=32, crop_size=32))
     for index in (2, 3, 4):
         with pytest.warns(RuntimeWarning, match=f"skipping unreadable video .*{records[index].path.name}"):
-            clip, label = data[index]
-        assert clip.shape == (1, 3, 2, 32, 32)
+            clip, label, skipped = data[index]
+        assert clip.shape == (1, 3, 2, 32, 32) and skipped >= 1
     assert len(data.skipped) >= 3
+    test = VideoDataset(records, ClipSettings(clip_len=2, short_side=32, crop_size=32), test_mode=True)
+    with pytest.warns(RuntimeWarning, match="corrupt.mp4"):
+        views, label, skipped = test[2]
+    assert views.numel() == 0 and label == 1 and skipped == 1

@@ -149,8 +149,9 @@ class ClipSettings:
 class VideoDataset(Dataset):
     """Clips of the videos of an annotation list.
 
-    Training (``test_mode=False``): ``(clips (num_clips, 3, T, S, S), label)`` with random sampling and augmentation;
-    a video that fails to decode is replaced by another one. Testing: ``(views (V, 3, T, S, S), label)`` with
+    Training (``test_mode=False``): ``(clips (num_clips, 3, T, S, S), label, skipped)`` with random sampling and
+    augmentation; a video that fails to decode is replaced by another one. Testing: ``(views (V, 3, T, S, S), label,
+    skipped)`` with
     ``V = num_clips x crops`` in crop-major order (the seed's), each video's views from one decode.
     """
     records: list[VideoRecord]
@@ -163,16 +164,21 @@ class VideoDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        """``(tensor, label, skipped)``: ``skipped`` counts the unreadable videos met on the way, so a training
+        loop can total them across loader workers. In test mode an unreadable video is not replaced (scores are
+        kept in dataset order): it comes back as an empty tensor with ``skipped == 1``."""
         rng = np.random.default_rng([self.seed, index, torch.randint(2 ** 31, ()).item()])
+        skipped = 0
         for _ in range(len(self.records)):
             record = self.records[index]
             try:
-                return self.load(record, rng), record.label
+                return self.load(record, rng), record.label, skipped
             except Exception as error:  # decoders raise many kinds: any unreadable video is skipped
                 self._skip(record, error)
+                skipped += 1
                 if self.test_mode:
-                    raise
+                    return torch.empty(0), record.label, skipped
                 index = int(rng.integers(len(self.records)))
         raise RuntimeError("no video of the dataset could be decoded")
 
