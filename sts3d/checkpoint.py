@@ -126,6 +126,32 @@ def load_checkpoint(model: nn.Module, path: Union[str, Path],
     return load_state(model, extract_state_dict(read_checkpoint(path)), str(path), key_map)
 
 
+# The seed's ``inflate=True`` path renames only the backbone; the image classifier is not carried over.
+INFLATE_KEY_MAP: tuple[tuple[str, str], ...] = ((r"get_feature", "backbone"),)
+
+
+def inflate_centre(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The seed's ``inflate=True``: every 5-D weight with 3 temporal taps is rebuilt from its centre slice ``c``
+    as ``[c/9, c/3, c/9]`` (the centre divided by 3, then scaled by ``(1/3, 1, 1/3)``)."""
+    inflated = {}
+    for key, value in state.items():
+        if value.dim() == 5 and value.shape[2] == 3 and value.is_floating_point():
+            centre = value[:, :, 1:2] / 3
+            value = torch.cat((centre / 3, centre, centre / 3), dim=2)
+        inflated[key] = value
+    return inflated
+
+
+def load_pretrained(model: nn.Module, path: Union[str, Path], inflate: bool = False) -> LoadReport:
+    """The seed's ``load_from``: a stage-1 checkpoint (``get_feature.*``, ``fc1.*``, ``classifier.*``), one of
+    ours, or an original released fine-tuned one (``backbone.*``, ``cls_head.*``), loaded non-strictly with the
+    seed's key mapping; ``inflate`` takes the seed's ``inflate=True`` path (:func:`inflate_centre`)."""
+    state = extract_state_dict(read_checkpoint(path))
+    if inflate:
+        return load_state(model, inflate_centre(state), str(path), INFLATE_KEY_MAP)
+    return load_state(model, state, str(path))
+
+
 def save_checkpoint(checkpoint: Mapping[str, Any], path: Union[str, Path]) -> None:
     """Write ``checkpoint`` atomically: to a temporary file beside ``path``, then renamed over it, so a run killed
     mid-write leaves the previous file intact."""

@@ -26,10 +26,10 @@ def setup_logging(primary: bool) -> None:
                         stream=sys.stderr, force=True)
 
 
-def progress_bar(total_images: int, description: str, enabled: bool) -> tqdm:
-    """A bar counting images, so its rate is img/s and its ETA the rest of the epoch. Off a terminal (log files)
-    it redraws every 30 s instead of continuously."""
-    return tqdm(total=total_images, desc=description, unit="img", unit_scale=True, disable=not enabled,
+def progress_bar(total: int, description: str, enabled: bool, unit: str = "img") -> tqdm:
+    """A bar counting ``unit`` (images, clips, videos), so its rate is per second and its ETA the rest of the
+    pass. Off a terminal (log files) it redraws every 30 s instead of continuously."""
+    return tqdm(total=total, desc=description, unit=unit, unit_scale=True, disable=not enabled,
                 leave=False, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 30.0)
 
 

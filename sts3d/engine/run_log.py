@@ -1,0 +1,117 @@
+"""What a fine-tuning run records in its work dir: a text log, a json log (one dict per line, as mmcv writes), a PNG
+of the curves, and optionally TensorBoard and wandb (the seed's ``log_config.hooks``).
+
+Only the primary process writes. TensorBoard and wandb are optional: a missing package is one warning.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from .logs import logger
+
+HOOKS = ("TextLoggerHook", "TensorboardLoggerHook", "WandbLoggerHook")
+CURVES = "curves.png"
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d_%H%M%S", time.localtime())
+
+
+class RunLog:
+    """``<stamp>.log`` (everything the ``sts3d`` logger says, loader workers' skip warnings included),
+    ``<stamp>.log.json`` (train rows every ``interval`` iterations and val rows), ``curves.png``."""
+
+    def __init__(self, work_dir: Path, hooks: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
+                 stamp: Optional[str] = None) -> None:
+        self.work_dir = Path(work_dir)
+        stamp = stamp or timestamp()
+        self.text_path = self.work_dir / f"{stamp}.log"
+        self.json_path = self.work_dir / f"{stamp}.log.json"
+        self.rows: list[dict[str, Any]] = []
+        self._handler = logging.FileHandler(self.text_path)
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(self._handler)  # root: the data loader's warnings land here too
+        self._tensorboard = None
+        self._wandb = None
+        for hook in hooks:
+            kind = hook.get("type")
+            if kind not in HOOKS:
+                raise ValueError(f"log_config.hooks: unknown hook {kind!r}; supported: {', '.join(HOOKS)}")
+            if kind == "TensorboardLoggerHook":
+                self._tensorboard = self._open_tensorboard(hook)
+            elif kind == "WandbLoggerHook":
+                self._wandb = self._open_wandb(hook, config)
+
+    def _open_tensorboard(self, hook: Mapping[str, Any]):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            logger.warning("TensorboardLoggerHook: tensorboard is not installed (pip install tensorboard); skipped")
+            return None
+        return SummaryWriter(hook.get("log_dir") or str(self.work_dir / "tf_logs"))
+
+    def _open_wandb(self, hook: Mapping[str, Any], config: Mapping[str, Any]):
+        try:
+            import wandb
+        except ImportError:
+            logger.warning("WandbLoggerHook: wandb is not installed (pip install wandb); skipped")
+            return None
+        init = dict(hook.get("init_kwargs") or {})
+        init.setdefault("dir", str(self.work_dir))
+        return wandb.init(config=dict(config), **init)
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        """Append a row (``mode`` 'train' or 'val', ``epoch``, ``iter``, metrics) to the json log and the curves."""
+        row = dict(row)
+        self.rows.append(row)
+        with open(self.json_path, "a") as file:
+            file.write(json.dumps(row) + "\n")
+        step = int(row.get("global_iter", 0))
+        scalars = {f"{row['mode']}/{k}": v for k, v in row.items()
+                   if isinstance(v, (int, float)) and k not in ("epoch", "iter", "global_iter")}
+        if self._tensorboard is not None:
+            for key, value in scalars.items():
+                self._tensorboard.add_scalar(key, value, step)
+        if self._wandb is not None:
+            self._wandb.log(scalars, step=step)
+        if row["mode"] == "val" or len(self.rows) % 10 == 0:
+            self.plot()
+
+    def plot(self) -> None:
+        # a bare Figure renders with Agg and leaves pyplot's global state alone
+        from matplotlib.figure import Figure
+
+        train = [r for r in self.rows if r["mode"] == "train"]
+        val = [r for r in self.rows if r["mode"] == "val"]
+        figure = Figure(figsize=(12, 3.6))
+        loss_axis, lr_axis, acc_axis = figure.subplots(1, 3)
+        loss_axis.plot([r["epoch_float"] for r in train], [r["loss"] for r in train], marker=".")
+        loss_axis.set(xlabel="epoch", ylabel="loss", title="training loss")
+        lr_axis.plot([r["epoch_float"] for r in train], [r["lr"] for r in train], color="tab:orange")
+        lr_axis.set(xlabel="epoch", ylabel="lr", title="learning rate")
+        for key, label in (("top1_acc", "top-1"), ("top5_acc", "top-5"), ("mean_class_accuracy", "mean class")):
+            acc_axis.plot([r["epoch"] for r in val], [100 * r[key] for r in val], marker="o", label=label)
+        acc_axis.set(xlabel="epoch", ylabel="%", title="validation (1 clip, centre crop)")
+        if val:
+            acc_axis.legend()
+        for axis in (loss_axis, lr_axis, acc_axis):
+            axis.grid(alpha=0.3)
+        figure.tight_layout()
+        path = self.work_dir / CURVES
+        tmp = path.with_name(f".tmp.{path.name}")  # keeps the .png suffix, which savefig reads the format from
+        figure.savefig(tmp, dpi=100)
+        tmp.replace(path)
+
+    def close(self) -> None:
+        if self.rows:
+            self.plot()
+        logging.getLogger().removeHandler(self._handler)
+        self._handler.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        if self._wandb is not None:
+            self._wandb.finish()

@@ -1,0 +1,131 @@
+"""Command lines of ``Spatiotemporal_Finetuning/tools/train.py`` and ``test.py``: the seed's flags.
+
+``--launcher pytorch`` (what ``dist_train.sh`` / ``dist_test.sh`` pass) reads ``torchrun``'s environment;
+``--launcher slurm`` derives the same variables from ``srun``'s; ``none`` is one plain process.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Callable, Optional
+
+from ..checkpoint import CheckpointError
+from ..config import ConfigError, load_config
+from ..data.pipeline import PipelineError
+from ..data.video import AnnotationError
+from .distributed import DistContext, init_distributed, shutdown_distributed
+from .logs import setup_logging
+from .video_test import METRICS, TestOptions, run_test
+from .video_train import TrainOptions, TrainingError, best_file, train
+
+# input errors: one line on stderr and exit status 2, no traceback
+INPUT_ERRORS = (ConfigError, PipelineError, AnnotationError, CheckpointError, FileNotFoundError, ValueError,
+                KeyError, TrainingError)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override config settings: a.b.c=value (Python literals where they parse, strings "
+                             "otherwise; the later of two equal keys wins)")
+    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
+                        help="how the processes were started (dist_*.sh pass 'pytorch')")
+    parser.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: cuda when available")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+
+
+def train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Fine-tune a recognizer on videos (seed-style config).")
+    parser.add_argument("config", help="config file (.py)")
+    parser.add_argument("--work-dir", help="where logs and checkpoints go (default: work_dirs/<config name>)")
+    parser.add_argument("--resume-from", help="checkpoint to resume from (weights, optimizer, epoch)")
+    parser.add_argument("--validate", action="store_true", help="validate every evaluation.interval epochs")
+    parser.add_argument("--test-last", action="store_true", help="test the last checkpoint when training ends")
+    parser.add_argument("--test-best", action="store_true", help="test the best checkpoint when training ends")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: drawn, shared by all ranks)")
+    parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms where they exist")
+    parser.add_argument("--gpus", type=int, default=None, help=argparse.SUPPRESS)  # seed flag; torchrun decides
+    _common(parser)
+    return parser
+
+
+def test_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Test a fine-tuned recognizer with multiple views per video.")
+    parser.add_argument("config", help="config file (.py)")
+    parser.add_argument("checkpoint", help="checkpoint file")
+    parser.add_argument("--out", help="write per-video scores (JSON list, dataset order) here")
+    parser.add_argument("--eval", nargs="+", choices=METRICS, default=list(METRICS), help="metrics to report")
+    parser.add_argument("--average-clips", choices=["prob", "score"], default=None,
+                        help="average softmax probabilities or raw scores over views (default: the config's)")
+    parser.add_argument("--fuse-conv-bn", action="store_true", help="fold BN into convs (slightly faster)")
+    parser.add_argument("--gpu-collect", action="store_true", help=argparse.SUPPRESS)  # seed flag; gathering is
+    parser.add_argument("--tmpdir", help=argparse.SUPPRESS)                            # always in memory here
+    _common(parser)
+    return parser
+
+
+def slurm_environment(environ: dict) -> dict:
+    """``torchrun``-style variables from ``srun``'s (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``, the
+    first host of ``SLURM_NODELIST``)."""
+    env = {"RANK": environ["SLURM_PROCID"], "WORLD_SIZE": environ["SLURM_NTASKS"],
+           "LOCAL_RANK": environ["SLURM_LOCALID"], "MASTER_PORT": environ.get("PORT", environ.get("MASTER_PORT",
+                                                                                                     "29500"))}
+    if "MASTER_ADDR" not in environ:
+        hosts = subprocess.run(["scontrol", "show", "hostnames", environ["SLURM_NODELIST"]], check=True,
+                               capture_output=True, text=True).stdout.split()
+        env["MASTER_ADDR"] = hosts[0]
+    return env
+
+
+def _run(function: Callable[[DistContext], object], args: argparse.Namespace) -> int:
+    if args.launcher == "slurm":
+        os.environ.update(slurm_environment(dict(os.environ)))
+    try:
+        ctx = init_distributed(args.device)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    setup_logging(ctx.primary)
+    try:
+        function(ctx)
+    except INPUT_ERRORS as error:  # the first line says it; a load report's key list would bury it
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(f"error: {text}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown_distributed()
+    return 0
+
+
+def train_main(argv: Optional[list[str]] = None) -> int:
+    args = train_parser().parse_args(argv)
+
+    def job(ctx: DistContext) -> None:
+        cfg = load_config(args.config, args.cfg_options)
+        opts = TrainOptions(args.work_dir, args.validate, args.resume_from, args.seed, args.deterministic,
+                            args.test_last, args.test_best)
+        result = train(cfg, opts, ctx)
+        checkpoints = []
+        if args.test_last:
+            checkpoints.append(result["last_checkpoint"])
+        if args.test_best and result["best"]:
+            key, _, epoch = result["best"]
+            checkpoints.append(os.path.join(result["work_dir"], best_file(key, int(epoch))))
+        for checkpoint in checkpoints:
+            if ctx.primary:
+                print(f"testing {checkpoint}", flush=True)
+            run_test(cfg, TestOptions(checkpoint, out=os.path.join(
+                result["work_dir"], os.path.basename(checkpoint).replace(".pth", "_test.json"))), ctx)
+
+    return _run(job, args)
+
+
+def test_main(argv: Optional[list[str]] = None) -> int:
+    args = test_parser().parse_args(argv)
+
+    def job(ctx: DistContext) -> None:
+        cfg = load_config(args.config, args.cfg_options)
+        run_test(cfg, TestOptions(args.checkpoint, args.eval, args.out, args.average_clips, args.fuse_conv_bn), ctx)
+
+    return _run(job, args)

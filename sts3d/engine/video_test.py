@@ -1,0 +1,168 @@
+"""Multi-view testing of a fine-tuned recognizer (``tools/test.py``), and the validation pass of training.
+
+Each video is decoded once; all its views (e.g. 10 clips x 3 crops) go through the network together, in chunks of
+``model.test_cfg.max_testing_views`` where the config sets it, and their scores are averaged as
+``average_clips`` says. With several processes each takes every ``world_size``-th video (no padding duplicates)
+and the scores are gathered back into dataset order, so every video counts exactly once.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from ..checkpoint import CheckpointError, extract_state_dict, load_state, read_checkpoint
+from ..data.pipeline import build_dataset, num_segments
+from ..data.video import VideoDataset
+from ..models.builder import build_recognizer
+from ..models.fuse import fuse_conv_bn
+from ..models.recognizer import Recognizer3D, average_clips
+from .distributed import DistContext, ShardSampler
+from .logs import logger, progress_bar
+from .metrics import mean_class_accuracy, top_k_accuracy
+
+METRICS = ("top_k_accuracy", "mean_class_accuracy")
+
+
+@torch.no_grad()
+def video_scores(model: Recognizer3D, views: torch.Tensor, max_views: Optional[int], average: str,
+                 autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """Scores ``(K,)`` of one video from its views ``(V, C, T, H, W)`` (or ``(V * S, C, 1, H, W)`` one-frame
+    segments when the model folds ``S`` segments), run ``max_views`` views at a time."""
+    x = views.unsqueeze(0)
+    if model.num_segments is not None:
+        x = model.fold_segments(x)
+    x = x[0]
+    chunk = max_views or len(x)
+    device = next(model.parameters()).device
+    logits = []
+    for start in range(0, len(x), chunk):
+        part = x[start:start + chunk].to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits.append(model.cls_head(model.backbone(part)).float())
+    return average_clips(torch.cat(logits)[None], average)[0].cpu()
+
+
+def _gather_in_order(local: list[tuple[int, Optional[list[float]]]], total: int) -> list[Optional[list[float]]]:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, local)
+        local = [item for part in parts for item in part]
+    ordered: list[Optional[list[float]]] = [None] * total
+    for index, scores in local:
+        ordered[index] = scores
+    return ordered
+
+
+def predict(model: Recognizer3D, dataset: VideoDataset, ctx: DistContext, max_views: Optional[int] = None,
+            average: str = "prob", workers: int = 2, autocast_dtype: Optional[torch.dtype] = None,
+            description: str = "test") -> list[Optional[list[float]]]:
+    """Per-video scores in dataset order, on every process; ``None`` for a video that could not be decoded (it
+    was skipped with a warning)."""
+    model.eval()
+    sampler = ShardSampler(dataset, ctx)
+    loader = DataLoader(dataset, batch_size=1, sampler=sampler, num_workers=workers,
+                        pin_memory=ctx.device.type == "cuda")
+    local = []
+    bar = progress_bar(len(dataset), description, ctx.primary, unit="video")
+    for index, (views, _, skipped) in zip(sampler, loader):
+        if int(skipped) or views.numel() == 0:
+            local.append((index, None))
+        else:
+            local.append((index, video_scores(model, views[0], max_views, average, autocast_dtype).tolist()))
+        bar.update(ctx.world_size)
+    bar.close()
+    return _gather_in_order(local, len(dataset))
+
+
+def evaluate_scores(scores: Sequence[Optional[Sequence[float]]], labels: Sequence[int],
+                    metrics: Sequence[str] = METRICS) -> dict[str, float]:
+    """``top1_acc`` / ``top5_acc`` / ``mean_class_accuracy`` (fractions) over the videos that have scores."""
+    kept = [i for i, s in enumerate(scores) if s is not None]
+    if not kept:
+        raise RuntimeError("no video of the test set could be decoded")
+    matrix = np.asarray([scores[i] for i in kept])
+    truth = [labels[i] for i in kept]
+    results: dict[str, float] = {}
+    for metric in metrics:
+        if metric == "top_k_accuracy":
+            results["top1_acc"], results["top5_acc"] = top_k_accuracy(matrix, truth, (1, 5))
+        elif metric == "mean_class_accuracy":
+            results["mean_class_accuracy"] = mean_class_accuracy(matrix, truth)
+        else:
+            raise ValueError(f"unknown metric {metric!r}; supported: {', '.join(METRICS)}")
+    results["num_videos"] = len(kept)
+    return results
+
+
+def format_table(results: Mapping[str, float]) -> str:
+    columns = [("top-1", "top1_acc"), ("top-5", "top5_acc"), ("mean class accuracy", "mean_class_accuracy")]
+    columns = [(title, key) for title, key in columns if key in results]
+    widths = [max(len(title), 6) for title, _ in columns]
+    header = " | ".join(title.rjust(width) for (title, _), width in zip(columns, widths))
+    values = " | ".join(f"{100 * results[key]:.2f}".rjust(width) for (_, key), width in zip(columns, widths))
+    return f"{header}\n{'-' * len(header)}\n{values}"
+
+
+def load_for_test(model: Recognizer3D, path: str) -> None:
+    """Load a fine-tuned checkpoint (ours, or an original released one); any missing or misfitting weight is an
+    error, since testing a partly random network says nothing."""
+    report = load_state(model, extract_state_dict(read_checkpoint(path)), path)
+    missing = [k for k in report.missing if not k.endswith("num_batches_tracked")]
+    if missing or report.mismatched:
+        raise CheckpointError(f"{path} does not fit the config's model: {len(missing)} weights missing, "
+                              f"{len(report.mismatched)} of another shape (first: "
+                              f"{(missing + [m[0] for m in report.mismatched])[0]})\n{report.summary()}")
+    if report.unexpected:
+        logger.warning("%s: %d checkpoint keys the model does not have were ignored", path, len(report.unexpected))
+
+
+@dataclass
+class TestOptions:
+    checkpoint: str
+    metrics: Sequence[str] = METRICS
+    out: Optional[str] = None
+    average_clips: Optional[str] = None
+    fuse_conv_bn: bool = False
+
+
+def run_test(cfg: Mapping[str, Any], opts: TestOptions, ctx: DistContext) -> dict[str, Any]:
+    """Test ``opts.checkpoint`` on ``data.test``; the primary process prints the table and writes ``--out``."""
+    num_classes = cfg["model"]["cls_head"]["num_classes"]
+    data = cfg["data"]
+    dataset = build_dataset(data["test"], "test", num_classes, data.get("decoder", "decord"))
+    model = build_recognizer({**cfg["model"], "num_segments": num_segments(data["test"]["pipeline"])})
+    load_for_test(model, opts.checkpoint)
+    if opts.fuse_conv_bn:
+        fuse_conv_bn(model)
+    model.to(ctx.device)
+    test_cfg = cfg["model"].get("test_cfg") or {}
+    average = opts.average_clips or test_cfg.get("average_clips", "prob")
+    if average not in ("prob", "score"):
+        raise ValueError(f"average_clips must be 'prob' or 'score' for testing, got {average!r}")
+    workers = data.get("test_dataloader", {}).get("workers_per_gpu", data.get("workers_per_gpu", 2))
+    scores = predict(model, dataset, ctx, test_cfg.get("max_testing_views"), average, workers)
+    labels = [r.label for r in dataset.records]
+    missing = [str(dataset.records[i].path) for i, s in enumerate(scores) if s is None]
+    results = evaluate_scores(scores, labels, opts.metrics)
+    if ctx.primary:
+        if missing:
+            warnings.warn(f"{len(missing)} undecodable videos left out of the metrics (null in --out): "
+                          f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", RuntimeWarning)
+        if opts.out:
+            out = Path(opts.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = out.with_name(f".{out.name}.tmp")
+            tmp.write_text(json.dumps(scores))
+            tmp.replace(out)
+            logger.info("per-video scores (%s, dataset order) written to %s", average, out)
+        print(f"{results['num_videos']} of {len(scores)} videos scored, average_clips={average}\n"
+              f"{format_table(results)}", flush=True)
+    return {**results, "scores": scores, "skipped": missing}

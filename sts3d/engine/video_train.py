@@ -1,0 +1,404 @@
+"""Spatiotemporal fine-tuning (``tools/train.py``): the seed's recipe on a seed-style config.
+
+SGD with momentum and weight decay, gradient clipping, cosine schedule with per-iteration linear warm-up, mixed
+precision (fp16 with the config's static loss scale on CUDA, bf16 autocast on request or on CPU), precise-BN,
+validation every ``evaluation.interval`` epochs, and checkpoints with the seed's names at the top of the work dir
+(``epoch_<n>.pth`` every ``checkpoint_config.interval`` epochs and at the last, ``latest.pth`` after every epoch,
+``best_top1_acc_epoch_<n>.pth``), each written atomically. ``resume_from`` restores weights, optimizer, loss
+scaler, epoch, iteration and the best score.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from ..checkpoint import load_pretrained, read_checkpoint, save_checkpoint
+from ..config import dump_config, to_plain
+from ..data.pipeline import build_dataset, num_segments
+from ..models.builder import build_recognizer
+from ..models.recognizer import Recognizer3D
+from .checkpoints import _link_atomic
+from .distributed import DistContext, all_reduce_sum
+from .image_train import TrainingError, keep_rgb_stems_float32, seed_epoch
+from .logs import format_duration, logger, progress_bar
+from .precise_bn import update_bn_stats
+from .run_log import RunLog, timestamp
+from .schedule import CosineWarmup
+from .video_test import evaluate_scores, predict
+
+LATEST = "latest.pth"
+
+
+def epoch_file(epoch: int) -> str:
+    return f"epoch_{epoch}.pth"
+
+
+def best_file(metric: str, epoch: int) -> str:
+    return f"best_{metric}_epoch_{epoch}.pth"
+
+
+@dataclass
+class TrainOptions:
+    """The command line's part (``tools/train.py``); everything else comes from the config."""
+    work_dir: Optional[str] = None
+    validate: bool = False
+    resume_from: Optional[str] = None
+    seed: Optional[int] = None
+    deterministic: bool = False
+    test_last: bool = False
+    test_best: bool = False
+
+
+@dataclass
+class Precision:
+    """Autocast dtype (``None``: float32) and the fp16 loss scale (``None``: no scaling)."""
+    dtype: Optional[torch.dtype]
+    loss_scale: Optional[float]
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], device: torch.device) -> "Precision":
+        """``bf16=True``: bf16 autocast. ``fp16=dict(loss_scale=512.)`` (the seed's): fp16 autocast with that
+        static scale (``'dynamic'`` for a dynamic one) on CUDA; on a CPU it falls back to bf16 (CPU fp16 conv
+        kernels are slow and PyTorch offers them no loss scaler)."""
+        if cfg.get("bf16"):
+            return cls(torch.bfloat16, None)
+        fp16 = cfg.get("fp16")
+        if not fp16:
+            return cls(None, None)
+        if device.type != "cuda":
+            return cls(torch.bfloat16, None)
+        scale = fp16.get("loss_scale", 512.0)
+        return cls(torch.float16, None if scale == "dynamic" else float(scale))
+
+    def scaler(self, device: torch.device) -> Optional[torch.amp.GradScaler]:
+        if self.dtype != torch.float16:
+            return None
+        if self.loss_scale is None:
+            return torch.amp.GradScaler(device.type)
+        return torch.amp.GradScaler(device.type, init_scale=self.loss_scale)
+
+    def describe(self) -> str:
+        if self.dtype is None:
+            return "float32"
+        name = str(self.dtype).replace("torch.", "")
+        if self.dtype == torch.float16:
+            return f"{name} (loss scale {self.loss_scale or 'dynamic'})"
+        return name
+
+
+def resolve_seed(seed: Optional[int], ctx: DistContext) -> int:
+    """``seed``, or a random one drawn on the primary process and shared with the others."""
+    if seed is not None:
+        return seed
+    value = torch.tensor([random.SystemRandom().randrange(2 ** 31)], dtype=torch.int64)
+    if ctx.distributed:
+        dist.broadcast(value, 0)
+    return int(value.item())
+
+
+def build_optimizer(cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.SGD:
+    """The seed's ``optimizer=dict(type='SGD', lr, momentum, weight_decay, paramwise_cfg=...)``;
+    ``paramwise_cfg.norm_decay_mult`` / ``bias_decay_mult`` scale the decay of BN parameters and biases."""
+    opt = dict(cfg["optimizer"])
+    if opt.pop("type", "SGD") != "SGD":
+        raise ValueError("optimizer.type must be 'SGD' (the seed's fine-tuning optimizer)")
+    paramwise = opt.pop("paramwise_cfg", None) or {}
+    decay = float(opt.get("weight_decay", 0.0))
+    norm_mult, bias_mult = paramwise.get("norm_decay_mult", 1.0), paramwise.get("bias_decay_mult", 1.0)
+    groups: dict[float, list[nn.Parameter]] = {}
+    for module in model.modules():
+        is_norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad:
+                continue
+            mult = norm_mult if is_norm else bias_mult if name == "bias" else 1.0
+            groups.setdefault(decay * mult, []).append(param)
+    param_groups = [{"params": params, "weight_decay": wd} for wd, params in groups.items()]
+    return torch.optim.SGD(param_groups, lr=float(opt.pop("lr")), momentum=float(opt.pop("momentum", 0.9)),
+                           weight_decay=decay, nesterov=bool(opt.pop("nesterov", False)))
+
+
+def _grad_clip(cfg: Mapping[str, Any]) -> Optional[float]:
+    clip = (cfg.get("optimizer_config") or {}).get("grad_clip")
+    if not clip:
+        return None
+    if clip.get("norm_type", 2) != 2:
+        raise ValueError("optimizer_config.grad_clip.norm_type must be 2")
+    return float(clip["max_norm"])
+
+
+def work_dir_of(cfg: Mapping[str, Any], opts: TrainOptions) -> Path:
+    """``--work-dir``, else the config's ``work_dir``, else ``./work_dirs/<config name>`` (the seed's rule)."""
+    if opts.work_dir:
+        return Path(opts.work_dir)
+    if cfg.get("work_dir"):
+        return Path(cfg["work_dir"])
+    return Path("work_dirs") / Path(cfg.get("filename", "run")).stem
+
+
+def _loader(dataset, cfg: Mapping[str, Any], ctx: DistContext, seed: int) -> DataLoader:
+    data = cfg["data"]
+    if ctx.distributed:
+        sampler = DistributedSampler(dataset, ctx.world_size, ctx.rank, shuffle=True, seed=seed)
+    else:
+        sampler = RandomSampler(dataset)
+    return DataLoader(dataset, batch_size=int(data["videos_per_gpu"]), sampler=sampler,
+                      num_workers=int(data.get("workers_per_gpu", 2)), pin_memory=ctx.device.type == "cuda",
+                      drop_last=False)
+
+
+def _flat_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of per-view logits ``(N, V, K)`` against ``(N,)`` labels (every view scored)."""
+    n, v, k = logits.shape
+    return nn.functional.cross_entropy(logits.reshape(n * v, k).float(), labels.repeat_interleave(v))
+
+
+@dataclass
+class Trainer:
+    cfg: Mapping[str, Any]
+    ctx: DistContext
+    model: Recognizer3D
+    step_model: nn.Module  # DDP-wrapped / compiled: what the training step calls
+    optimizer: torch.optim.Optimizer
+    schedule: CosineWarmup
+    precision: Precision
+    scaler: Optional[torch.amp.GradScaler]
+    max_norm: Optional[float]
+    loader: DataLoader
+    channels_last: bool
+
+    def to_device(self, clips: torch.Tensor) -> torch.Tensor:
+        clips = clips.to(self.ctx.device, non_blocking=True)
+        if self.channels_last:  # (N, V, C, T, H, W): each view's clip NDHWC
+            n, v = clips.shape[:2]
+            clips = clips.flatten(0, 1).contiguous(memory_format=torch.channels_last_3d).unflatten(0, (n, v))
+        return clips
+
+    def train_epoch(self, epoch: int, iteration: int, log: Optional[RunLog], interval: int
+                    ) -> tuple[dict[str, float], int]:
+        """One pass (0-based ``epoch``); returns the mean loss, clips/s and skipped videos over all processes, and
+        the global iteration count after it."""
+        self.step_model.train()
+        ctx, n_iters = self.ctx, len(self.loader)
+        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, clips, skipped videos, top-1 hits
+        window = torch.zeros(3, dtype=torch.float64)  # the same over the current log interval
+        bar = progress_bar(n_iters * self.loader.batch_size * ctx.world_size,
+                           f"epoch {epoch + 1}/{self.schedule.total_epochs}", ctx.primary, unit="clip")
+        start = window_start = time.perf_counter()
+        for step, (clips, labels, skipped) in enumerate(self.loader):
+            lr = self.schedule.apply(self.optimizer, iteration)
+            clips, labels = self.to_device(clips), labels.to(ctx.device, non_blocking=True)
+            with torch.autocast(ctx.device.type, dtype=self.precision.dtype,
+                                enabled=self.precision.dtype is not None):
+                logits = self.step_model(clips)
+            loss = _flat_loss(logits, labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                if self.max_norm is not None:
+                    self.scaler.unscale_(self.optimizer)
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
+                self.scaler.step(self.optimizer)
+                # a static scale is set back to its value every step (mmcv's fp16 hook with a number)
+                self.scaler.update(self.precision.loss_scale)
+            else:
+                loss.backward()
+                if self.max_norm is not None:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
+                self.optimizer.step()
+            iteration += 1
+            n = len(labels)
+            hits = (logits.detach().float().mean(1).argmax(1) == labels).sum().item()
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(f"epoch {epoch + 1}: the loss is {value} at iteration {step + 1}; stopping "
+                                    "(latest.pth holds the previous epoch)")
+            batch = torch.tensor([value * n, n, int(skipped.sum()), hits], dtype=torch.float64)
+            totals += batch
+            window += batch[[0, 1, 3]]
+            bar.update(n * ctx.world_size)
+            bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
+            if log is not None and ((step + 1) % interval == 0 or step + 1 == n_iters):
+                now = time.perf_counter()
+                log.add({"mode": "train", "epoch": epoch + 1, "iter": step + 1, "global_iter": iteration,
+                         "epoch_float": epoch + (step + 1) / n_iters, "lr": lr,
+                         "loss": window[0].item() / window[1].item(), "top1_acc": window[2].item() / window[1].item(),
+                         "clips_per_s": window[1].item() * ctx.world_size / (now - window_start)})
+                window.zero_()
+                window_start = now
+        bar.close()
+        elapsed = time.perf_counter() - start
+        all_reduce_sum(totals)
+        loss_sum, clips, skipped_total, hits = totals.tolist()
+        return {"loss": loss_sum / clips, "top1_acc": hits / clips, "clips_per_s": clips / elapsed,
+                "skipped": int(skipped_total), "seconds": elapsed}, iteration
+
+    def precise_bn(self, num_iters: int) -> int:
+        def forward(batch) -> None:
+            clips = self.to_device(batch[0])
+            with torch.autocast(self.ctx.device.type, dtype=self.precision.dtype,
+                                enabled=self.precision.dtype is not None):
+                self.model(clips)
+
+        self.model.train()
+        return update_bn_stats(self.model, iter(self.loader), num_iters, len(self.loader), forward)
+
+
+def _checkpoint(trainer: Trainer, cfg: Mapping[str, Any], epoch: int, iteration: int,
+                best: Optional[tuple[str, float, int]], seed: int) -> dict[str, Any]:
+    meta = {"epoch": epoch, "iter": iteration, "seed": seed, "config": to_plain(dict(cfg)),
+            "best": list(best) if best else None}
+    state = {"meta": meta, "state_dict": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()}
+    if trainer.scaler is not None:
+        state["amp_scaler"] = trainer.scaler.state_dict()
+    return state
+
+
+def _prepare_model(model: Recognizer3D, cfg: Mapping[str, Any], ctx: DistContext, precision: Precision
+                   ) -> tuple[nn.Module, bool]:
+    model.to(ctx.device)
+    channels_last = bool(cfg.get("channels_last", False))
+    if channels_last:
+        model.to(memory_format=torch.channels_last_3d)
+    if ctx.device.type == "cpu" and precision.dtype == torch.bfloat16:
+        keep_rgb_stems_float32(model)
+    step_model: nn.Module = model
+    if ctx.distributed:
+        step_model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                             else None, find_unused_parameters=bool(cfg.get("find_unused_parameters")))
+    if cfg.get("compile"):
+        step_model = torch.compile(step_model)
+    return step_model, channels_last
+
+
+def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[str, Any]:
+    """Fine-tune as ``cfg`` says. Everything that can be wrong with the input (config, annotation lists, the
+    resume file) is checked before the first file is written. Returns the last validation metrics (if any), the
+    best score and the work dir."""
+    data = cfg["data"]
+    num_classes = int(cfg["model"]["cls_head"]["num_classes"])
+    decoder = data.get("decoder", "decord")
+    seed = resolve_seed(opts.seed if opts.seed is not None else cfg.get("seed"), ctx)
+    resume_from = opts.resume_from or cfg.get("resume_from")
+    resume = read_checkpoint(resume_from) if resume_from else None
+    train_set = build_dataset(data["train"], "train", num_classes, decoder, seed)
+    val_set = build_dataset(data["val"], "val", num_classes, decoder) if opts.validate else None
+    if opts.test_last or opts.test_best:
+        build_dataset(data["test"], "test", num_classes, decoder)  # fail now, not after training
+    if opts.test_best and not opts.validate:
+        raise ValueError("--test-best needs --validate (the best checkpoint is chosen by validation)")
+    work_dir = work_dir_of(cfg, opts)
+    total_epochs = int(cfg["total_epochs"])
+    if opts.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    elif ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    torch.manual_seed(seed)  # the same initial head in every process
+    model = build_recognizer({**cfg["model"], "num_segments": num_segments(data["train"]["pipeline"])})
+    if resume is None and cfg.get("load_from"):
+        report = load_pretrained(model, cfg["load_from"], inflate=bool(cfg.get("inflate", False)))
+        if ctx.primary:
+            logger.info("load_from %s", report.summary().splitlines()[0])
+            for line in report.summary().splitlines()[1:]:
+                logger.debug(line)
+    precision = Precision.from_config(cfg, ctx.device)
+    step_model, channels_last = _prepare_model(model, cfg, ctx, precision)
+    optimizer = build_optimizer(cfg, model)
+    loader = _loader(train_set, cfg, ctx, seed)
+    schedule = CosineWarmup.from_config(cfg.get("lr_config") or {}, float(cfg["optimizer"]["lr"]), total_epochs,
+                                        len(loader))
+    trainer = Trainer(cfg, ctx, model, step_model, optimizer, schedule, precision, precision.scaler(ctx.device),
+                      _grad_clip(cfg), loader, channels_last)
+
+    start_epoch, iteration, best = 0, 0, None
+    if resume is not None:
+        model.load_state_dict(resume["state_dict"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if trainer.scaler is not None and "amp_scaler" in resume:
+            trainer.scaler.load_state_dict(resume["amp_scaler"])
+        meta = resume.get("meta", {})
+        start_epoch, iteration = int(meta.get("epoch", 0)), int(meta.get("iter", 0))
+        best = tuple(meta["best"]) if meta.get("best") else None
+
+    log: Optional[RunLog] = None
+    if ctx.primary:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        stamp = timestamp()
+        dump_config({**cfg, "seed": seed}, work_dir / f"{Path(cfg.get('filename', 'config')).stem}.py")
+        log = RunLog(work_dir, (cfg.get("log_config") or {}).get("hooks", [dict(type="TextLoggerHook")]),
+                     to_plain(dict(cfg)), stamp)
+        logger.info("%s: %.2fM params, %d classes; %d train videos%s; %d process(es) on %s, %d videos per process, "
+                    "precision %s; epochs %d-%d of %d; seed %d; work dir %s",
+                    Path(cfg.get("filename", "config")).name, sum(p.numel() for p in model.parameters()) / 1e6,
+                    num_classes, len(train_set), f", {len(val_set)} val" if val_set else "", ctx.world_size,
+                    ctx.device.type, loader.batch_size, precision.describe(), start_epoch + 1, total_epochs,
+                    total_epochs, seed, work_dir)
+        if resume is not None:
+            logger.info("resumed from %s at epoch %d, iteration %d", resume_from, start_epoch, iteration)
+    interval = int((cfg.get("log_config") or {}).get("interval", 20))
+    ckpt_interval = int((cfg.get("checkpoint_config") or {}).get("interval", 1))
+    eval_cfg = cfg.get("evaluation") or {}
+    eval_interval = int(eval_cfg.get("interval", 1))
+    metrics_names = eval_cfg.get("metrics", ["top_k_accuracy", "mean_class_accuracy"])
+    precise = cfg.get("precise_bn")
+    val_metrics: dict[str, float] = {}
+    run_start = time.perf_counter()
+
+    for epoch in range(start_epoch, total_epochs):
+        seed_epoch(seed, epoch, ctx.rank)
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        stats, iteration = trainer.train_epoch(epoch, iteration, log, interval)
+        done = epoch + 1
+        if precise and done % int(precise.get("interval", 1)) == 0:
+            used = trainer.precise_bn(int(precise.get("num_iters", 200)))
+            if ctx.primary:
+                logger.info("precise-BN: statistics averaged over %d batches", used)
+        if val_set is not None and done % eval_interval == 0:
+            scores = predict(model, val_set, ctx, None, "prob", int(data.get("workers_per_gpu", 2)),
+                             precision.dtype, f"val {done}")
+            val_metrics = evaluate_scores(scores, [r.label for r in val_set.records], metrics_names)
+            key = "top1_acc" if "top_k_accuracy" in metrics_names else "mean_class_accuracy"
+            if ctx.primary:
+                log.add({"mode": "val", "epoch": done, "global_iter": iteration,
+                         **{k: v for k, v in val_metrics.items() if k != "num_videos"}})
+                if best is None or val_metrics[key] > best[1]:
+                    if best is not None:
+                        (work_dir / best_file(best[0], int(best[2]))).unlink(missing_ok=True)
+                    best = (key, val_metrics[key], done)
+                    save_checkpoint(_checkpoint(trainer, cfg, done, iteration, best, seed),
+                                    work_dir / best_file(key, done))
+        if ctx.primary:
+            state = _checkpoint(trainer, cfg, done, iteration, best, seed)
+            save_checkpoint(state, work_dir / LATEST)
+            if done % ckpt_interval == 0 or done == total_epochs:
+                _link_atomic(work_dir / LATEST, work_dir / epoch_file(done))
+            remaining = (time.perf_counter() - run_start) / (done - start_epoch) * (total_epochs - done)
+            message = (f"epoch {done}/{total_epochs}  loss {stats['loss']:.4f}  train top-1 "
+                       f"{100 * stats['top1_acc']:.2f}  lr {optimizer.param_groups[0]['lr']:.3g}  "
+                       f"{stats['clips_per_s']:.1f} clips/s  {format_duration(stats['seconds'])}  "
+                       f"ETA {format_duration(remaining)}")
+            if val_set is not None and done % eval_interval == 0:
+                message += (f"  | val top-1 {100 * val_metrics.get('top1_acc', float('nan')):.2f}  top-5 "
+                            f"{100 * val_metrics.get('top5_acc', float('nan')):.2f}  mean class "
+                            f"{100 * val_metrics.get('mean_class_accuracy', float('nan')):.2f}")
+            if stats["skipped"]:
+                message += f"  ({stats['skipped']} unreadable videos skipped and replaced)"
+            logger.info(message)
+    if log is not None:
+        log.close()
+    return {"work_dir": str(work_dir), "val": val_metrics, "best": best, "seed": seed,
+            "last_checkpoint": str(work_dir / epoch_file(total_epochs))}
+
