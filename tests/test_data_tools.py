@@ -101,6 +101,10 @@ def test_class_folder_options_and_errors(tree, tmp_path):
                   "--ext", "MKV", "--relative-to", "root", "--out-dir", str(tmp_path)]) == 0
     assert (tmp_path / "train.txt").read_text() == "train/air drumming/a2.mkv 0\n"
     assert not (tmp_path / "label_map.txt").exists()  # a given map is not rewritten
+    assert build(["folders", str(tree / "k400"), "--splits", "val", "--list-names", "val_new.txt",
+                  "--out-dir", str(tmp_path)]) == 0
+    assert (tmp_path / "val_new.txt").read_text() == "abseiling/b2.mp4 0\n"
+    assert build(["folders", str(tree / "k400"), "--list-names", "only_one.txt", "--out-dir", str(tmp_path)]) == 2
 
     labels.write_text("air drumming\n")
     with pytest.raises(PrepareError, match=r"val/abseiling: class folder 'abseiling' is not in the label map"):
@@ -143,9 +147,11 @@ def test_lists_from_ssv2_json(tmp_path, capsys):
     assert (anno / "val.txt").read_text() == "5.webm 0\n"
     assert "train: 1 of 3 videos not found" in capsys.readouterr().err
     assert build(["sthv2", str(anno), "--video-dir", str(videos), "--missing", "keep",
-                  "--out-dir", str(tmp_path / "kept")]) == 0
-    assert (tmp_path / "kept" / "train.txt").read_text() == "78687.webm 1\n42.webm 0\n7.webm 1\n"
+                  "--out-dir", str(tmp_path / "kept"), "--list-names", "train_video.txt", "val_video.txt"]) == 0
+    assert (tmp_path / "kept" / "train_video.txt").read_text() == "78687.webm 1\n42.webm 0\n7.webm 1\n"
     assert "(kept)" in capsys.readouterr().err
+    assert build(["sthv2", str(anno), "--video-dir", str(anno)]) == 2
+    assert "none of the 3 videos of something-something-v2-train.json is there" in capsys.readouterr().err
 
     (anno / prepare.SSV2_FILES["val"]).write_text(json.dumps([{"id": "9", "template": "Spinning [something]"}]))
     with pytest.raises(PrepareError, match=r"validation.json: entry 0 \(id 9\): class 'Spinning something'"):

@@ -9,7 +9,8 @@ Two sources:
   (``something-something-v2-{labels,train,validation}.json``); the class of a video is its template without the
   square brackets, its file ``<id>.webm``.
 
-Lists go to ``--out-dir`` as ``<split>.txt`` (SSv2: ``train.txt`` and ``val.txt``).
+Lists go to ``--out-dir`` as ``<split>.txt`` (SSv2: ``train.txt`` and ``val.txt``) unless ``--list-names`` names
+them (e.g. the seed configs' ``train_new.txt val_new.txt``).
 """
 from __future__ import annotations
 
@@ -22,9 +23,19 @@ from sts3d.data.prepare import (SSV2_FILES, VIDEO_EXTENSIONS, PrepareError, clas
                                 write_label_map, write_list)
 
 
+def list_names(args: argparse.Namespace, splits: list[str]) -> list[str]:
+    """The file name of each split's list: ``--list-names`` if given, else ``<split>.txt``."""
+    if args.list_names is None:
+        return [f"{split}.txt" for split in splits]
+    if len(args.list_names) != len(splits):
+        raise PrepareError(f"--list-names: {len(args.list_names)} names for {len(splits)} splits ({' '.join(splits)})")
+    return args.list_names
+
+
 def build_from_folders(args: argparse.Namespace) -> None:
     root: Path = args.root
     out_dir: Path = args.out_dir or root
+    names = list_names(args, args.splits)
     extensions = normalise_extensions(args.ext)
     if args.label_map:
         classes = read_label_map(args.label_map)
@@ -32,27 +43,31 @@ def build_from_folders(args: argparse.Namespace) -> None:
         classes = class_folders(root / args.splits[0])
         write_label_map(out_dir / "label_map.txt", classes)
         print(f"{out_dir / 'label_map.txt'}: {len(classes)} classes from {root / args.splits[0]}")
-    for split in args.splits:
+    for split, name in zip(args.splits, names):
         split_dir = root / split
         relative_to = root if args.relative_to == "root" else split_dir
-        count = write_list(out_dir / f"{split}.txt", scan_class_tree(split_dir, classes, extensions, relative_to))
-        print(f"{out_dir / f'{split}.txt'}: {count} videos (data_prefix {relative_to})")
+        count = write_list(out_dir / name, scan_class_tree(split_dir, classes, extensions, relative_to))
+        print(f"{out_dir / name}: {count} videos (data_prefix {relative_to})")
 
 
 def build_from_sthv2(args: argparse.Namespace) -> None:
     out_dir: Path = args.out_dir or args.anno_dir
+    names = list_names(args, ["train", "val"])
     classes = read_ssv2_labels(args.anno_dir / SSV2_FILES["labels"])
     write_label_map(out_dir / "label_map.txt", classes)
     extension = normalise_extensions([args.ext])[0]
-    for split in ("train", "val"):
+    for split, name in zip(("train", "val"), names):
         entries = read_ssv2_split(args.anno_dir / SSV2_FILES[split], classes, extension)
         present, missing = split_missing(entries, args.video_dir)
+        if entries and not present and args.missing == "skip":
+            raise PrepareError(f"{args.video_dir}: none of the {len(entries)} videos of {SSV2_FILES[split]} is there "
+                               f"(wrong --video-dir? --missing keep lists them anyway)")
         if missing:
             action = "left out" if args.missing == "skip" else "kept"
             print(f"warning: {split}: {len(missing)} of {len(entries)} videos not found in {args.video_dir} "
                   f"({action}), e.g. {missing[0].path}", file=sys.stderr)
-        count = write_list(out_dir / f"{split}.txt", present if args.missing == "skip" else entries)
-        print(f"{out_dir / f'{split}.txt'}: {count} videos (data_prefix {args.video_dir})")
+        count = write_list(out_dir / name, present if args.missing == "skip" else entries)
+        print(f"{out_dir / name}: {count} videos (data_prefix {args.video_dir})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     folders.add_argument("--relative-to", choices=["split", "root"], default="split",
                          help="list paths relative to ROOT/<split> (the data_prefix of that split; default) or ROOT")
     folders.add_argument("--out-dir", type=Path, help="where the lists go (default: ROOT)")
+    folders.add_argument("--list-names", nargs="+", metavar="NAME", help="file names of the lists, one per split")
     folders.set_defaults(build=build_from_folders)
 
     sthv2 = sources.add_parser("sthv2", help="the Something-Something V2 json label files")
@@ -82,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     sthv2.add_argument("--missing", choices=["skip", "keep"], default="skip",
                        help="videos not in --video-dir: leave them out (default) or keep them; both warn with a count")
     sthv2.add_argument("--out-dir", type=Path, help="where the lists go (default: ANNO_DIR)")
+    sthv2.add_argument("--list-names", nargs=2, metavar=("TRAIN", "VAL"),
+                       help="file names of the two lists (default: train.txt val.txt)")
     sthv2.set_defaults(build=build_from_sthv2)
 
     args = parser.parse_args(argv)
