@@ -4,7 +4,7 @@ A config is a ``.py`` file whose top-level names (not starting with ``_``, not m
 settings. ``_base_`` (a path or a list of paths, relative to the file) names files whose settings it starts from;
 its own values are merged over them key by key, and a dict holding ``_delete_=True`` replaces the inherited dict
 instead. ``--cfg-options a.b=value`` pairs are merged last: values are Python literals where they parse, strings
-otherwise, and a key given twice keeps the later value.
+otherwise, a key given twice keeps the later value, and a number picks a list element (``pipeline.1.clip_len=8``).
 """
 from __future__ import annotations
 
@@ -124,14 +124,31 @@ def apply_options(cfg: dict, options: Iterable[str]) -> dict:
         *parents, leaf = key.split(".")
         node = cfg
         for i, part in enumerate(parents):
+            if isinstance(node, list):
+                node = _list_item(node, part, option)
+                continue
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
-            elif not isinstance(child, dict):
+            elif not isinstance(child, (dict, list)):
                 raise ConfigError(f"--cfg-options {option!r}: {'.'.join(parents[:i + 1])} is not a dict")
             node = child
-        node[leaf] = parse_value(text)
+        if isinstance(node, list):
+            node[_list_index(node, leaf, option)] = parse_value(text)
+        else:
+            node[leaf] = parse_value(text)
     return cfg
+
+
+def _list_index(items: list, part: str, option: str) -> int:
+    """A list element named by its position (``data.train.pipeline.1.clip_len=8``, as mmcv allows)."""
+    if not part.lstrip("-").isdigit() or not -len(items) <= int(part) < len(items):
+        raise ConfigError(f"--cfg-options {option!r}: {part!r} is not an index of a list of {len(items)}")
+    return int(part)
+
+
+def _list_item(items: list, part: str, option: str) -> Any:
+    return items[_list_index(items, part, option)]
 
 
 def dump_config(cfg: dict, path: Union[str, Path]) -> Path:

@@ -23,10 +23,12 @@ def fuse_conv_bn(model: nn.Module) -> nn.Module:
     """Fold every ``conv -> bn`` pair of the networks' conv units into the conv, in place; return ``model``."""
     model.eval()
     for module in list(model.modules()):
-        if isinstance(module, ConvModule) and module.bn is not None and isinstance(module.conv, nn.Conv3d):
-            _fold(module.conv, module.bn)
+        if isinstance(module, ConvModule) and module.bn is not None:
+            # a (2+1)D conv ends in its temporal conv, which the unit's BN follows
+            last = module.conv.conv_t if isinstance(module.conv, Conv2plus1d) else module.conv
+            _fold(last, module.bn)
             module.bn = None
-        elif isinstance(module, Conv2plus1d) and isinstance(module.bn_s, nn.BatchNorm3d):
+        if isinstance(module, Conv2plus1d) and isinstance(module.bn_s, nn.BatchNorm3d):
             _fold(module.conv_s, module.bn_s)
             module.bn_s = nn.Identity()
     return model

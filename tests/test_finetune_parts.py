@@ -1,0 +1,149 @@
+"""The pieces of stage 2 on their own: the eleven configs against spec 5.2, overrides, the schedule, metrics,
+precise-BN and BN folding."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sts3d.config import ConfigError, load_config
+from sts3d.data.pipeline import PipelineError, clip_settings, num_segments
+from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
+from sts3d.engine.precise_bn import update_bn_stats
+from sts3d.engine.schedule import CosineWarmup
+from sts3d.engine.video_train import build_optimizer
+from sts3d.models import create_backbone
+from sts3d.models.fuse import fuse_conv_bn
+
+from finetune_helpers import CONFIGS
+
+# spec 5.2: clip_len, interval, train clips; test clips, test crop, test short side; batch, lr, epochs, eval every,
+# precise-BN, checkpoint interval, inflate, classes
+SPEC = {
+    "csn/ircsn50_32x2_STS_k400_video.py": (32, 2, 1, 10, 256, 256, 16, 0.01, 50, 5, False, 5, False, 400),
+    "csn/ircsn50_1x8_STS_sthv2_video.py": (1, 1, 8, 8, 256, 256, 8, 0.1, 50, 1, False, 5, False, 174),
+    "r2plus1d/r2plus1d_r34_8x8_STS_k400_video.py": (8, 8, 1, 10, 256, 256, 16, 0.01, 50, 5, True, 5, False, 400),
+    "r2plus1d/r2plus1d_r34_1x8_STS_sthv2_video.py": (1, 1, 8, 8, 256, 256, 8, 0.1, 50, 1, False, 5, False, 174),
+    "slowfast/slowfast50_4x16_32x2_STS_k400_video.py": (32, 2, 1, 10, 256, 256, 16, 0.01, 50, 5, True, 4, False, 400),
+    "slowfast/slowfast50_8x8_32x2_STS_k400_video.py": (32, 2, 1, 10, 256, 256, 16, 0.01, 50, 5, True, 5, False, 400),
+    "slowfast/slowfast50_4x16_1x32_STS_sthv2_video.py": (1, 1, 32, 32, 256, 256, 8, 0.1, 50, 1, False, 5, False,
+                                                         174),
+    "slowonly/slowonly50_8x8_STS_k400_video.py": (8, 8, 1, 10, 256, 256, 16, 0.02, 50, 5, True, 5, False, 400),
+    "slowonly/slowonly50_1x8_STS_sthv2_video.py": (1, 1, 8, 8, 256, 256, 8, 0.1, 50, 1, False, 5, True, 174),
+    "x3d/x3d_s_13x6_STS_k400_video.py": (13, 6, 1, 10, 192, 192, 32, 0.02, 100, 5, True, 5, False, 400),
+    "x3d/x3d_s_1x8_STS_sthv2_video.py": (1, 1, 8, 8, 256, 256, 8, 0.1, 50, 1, False, 5, False, 174),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPEC))
+def test_config_settings_follow_the_spec(name):
+    (clip_len, interval, clips, test_clips, test_crop, test_short, batch, lr, epochs, eval_every, precise, ckpt,
+     inflate, classes) = SPEC[name]
+    cfg = load_config(CONFIGS / name)
+    k400 = "k400" in name
+    train, train_test_mode = clip_settings(cfg.data.train.pipeline)
+    val, _ = clip_settings(cfg.data.val.pipeline)
+    test, test_mode = clip_settings(cfg.data.test.pipeline)
+    assert not train_test_mode and test_mode
+    assert (train.clip_len, train.frame_interval, train.num_clips) == (clip_len, interval, clips)
+    assert train.flip is k400  # no flip for SSv2, whose classes depend on left/right
+    assert (train.short_side, train.crop_size) == ((192, 160) if "x3d_s_13x6" in name else (256, 224))
+    assert (val.num_clips, val.test_crop) == (1 if k400 else clips, "center")
+    assert (test.num_clips, test.test_crop, test.crop_size, test.short_side) == (test_clips, "three", test_crop,
+                                                                                 test_short)
+    assert train.area_range == (0.08, 1.0) and train.aspect_ratio_range == pytest.approx((3 / 4, 4 / 3))
+    assert cfg.data.videos_per_gpu == batch and cfg.optimizer.lr == lr and cfg.total_epochs == epochs
+    assert cfg.evaluation.interval == eval_every and cfg.checkpoint_config.interval == ckpt
+    assert bool(cfg.get("precise_bn")) is precise and cfg.inflate is inflate
+    assert cfg.model.cls_head.num_classes == classes and cfg.model.test_cfg.average_clips == "prob"
+    assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 1e-4
+    assert cfg.optimizer_config.grad_clip == {"max_norm": 40, "norm_type": 2}
+    assert cfg.lr_config.warmup_iters == 5 and cfg.fp16.loss_scale == 512.0 and cfg.load_from is None
+    assert num_segments(cfg.data.train.pipeline) == (None if k400 else clips)
+
+
+def test_x3d_k400_does_not_decay_norms_and_biases():
+    cfg = load_config(CONFIGS / "x3d/x3d_s_13x6_STS_k400_video.py")
+    model = nn.Sequential(nn.Conv3d(3, 4, 1, bias=True), nn.BatchNorm3d(4))
+    decays = sorted(g["weight_decay"] for g in build_optimizer(cfg, model).param_groups)
+    assert decays == [0.0, 1e-4]
+    groups = {g["weight_decay"]: len(g["params"]) for g in build_optimizer(cfg, model).param_groups}
+    assert groups == {1e-4: 1, 0.0: 3}  # conv weight decays; conv bias, BN weight and bias do not
+
+
+def test_cfg_options_reach_nested_keys_and_list_items():
+    cfg = load_config(CONFIGS / "csn/ircsn50_32x2_STS_k400_video.py", [
+        "model.cls_head.num_classes=10", "data.train.ann_file=my list.txt", "optimizer.lr=0.5", "optimizer.lr=0.2",
+        "model.test_cfg.max_testing_views=5", "data.train.pipeline.1.clip_len=8", "load_from=ckpt/x.pth",
+        "model.backbone.reshape_st=False"])
+    assert cfg.model.cls_head.num_classes == 10 and cfg.data.train.ann_file == "my list.txt"
+    assert cfg.optimizer.lr == 0.2 and cfg.model.test_cfg.max_testing_views == 5
+    assert cfg.data.train.pipeline[1]["clip_len"] == 8 and cfg.load_from == "ckpt/x.pth"
+    assert cfg.model.backbone.reshape_st is False
+    with pytest.raises(ConfigError, match="not an index"):
+        load_config(CONFIGS / "csn/ircsn50_32x2_STS_k400_video.py", ["data.train.pipeline.40.clip_len=8"])
+
+
+def test_pipeline_steps_that_cannot_be_honoured_are_named():
+    with pytest.raises(PipelineError, match=r"pipeline\[1\] ColorJitter: unsupported"):
+        clip_settings([dict(type="SampleFrames", clip_len=2), dict(type="ColorJitter")])
+    with pytest.raises(PipelineError, match="flip_ratio"):
+        clip_settings([dict(type="SampleFrames", clip_len=2), dict(type="RandomResizedCrop"),
+                       dict(type="Flip", flip_ratio=0.3)])
+    with pytest.raises(PipelineError, match="normalisation"):
+        clip_settings([dict(type="SampleFrames", clip_len=2, test_mode=True), dict(type="Normalize", mean=[0] * 3,
+                                                                                    std=[1] * 3)])
+
+
+def test_cosine_schedule_with_linear_warmup():
+    schedule = CosineWarmup.from_config(dict(policy="CosineAnnealing", min_lr=0, warmup="linear",
+                                             warmup_by_epoch=True, warmup_iters=5), 0.1, 50, 10)
+    assert schedule.lr(0) == pytest.approx(0.1 * 0.1)  # warm-up starts at 0.1x (mmcv's default ratio)
+    # half-way through the first warm-up epoch: the ramp over 50 iterations, applied to epoch 0's cosine rate
+    assert schedule.lr(25) == pytest.approx(0.1 * (1 - 0.5 * 0.9) * (1 + math.cos(math.pi * 2 / 50)) / 2)
+    assert schedule.lr(50) == pytest.approx(0.1 * (1 + math.cos(math.pi * 5 / 50)) / 2)  # warm-up over
+    assert schedule.lr(499) == pytest.approx(0.1 * (1 + math.cos(math.pi * 49 / 50)) / 2)
+    assert all(schedule.lr(i) == schedule.lr(i - 1) for i in range(61, 70))  # stepped per epoch after warm-up
+
+
+def test_top_k_and_mean_class_accuracy():
+    scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
+    labels = [1, 1, 2, 2]
+    assert top_k_accuracy(scores, labels, (1, 2, 5)) == [0.5, 0.75, 1.0]  # k above the classes: every video
+    assert mean_class_accuracy(scores, labels) == pytest.approx((1 / 2 + 1 / 2) / 2)
+    assert mean_class_accuracy(scores, [1, 0, 2, 2]) == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_precise_bn_averages_batch_statistics():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm3d(3).train()
+    batches = [torch.randn(2, 3, 2, 4, 4) * (i + 1) + i for i in range(4)]
+    with pytest.warns(RuntimeWarning, match="only 4 batches"):
+        used = update_bn_stats(bn, iter(batches), 10, len(batches), bn)
+    assert used == 4
+    means = torch.stack([b.mean((0, 2, 3, 4)) for b in batches]).mean(0)
+    variances = torch.stack([b.transpose(0, 1).flatten(1).var(1) for b in batches]).mean(0)
+    torch.testing.assert_close(bn.running_mean, means)
+    torch.testing.assert_close(bn.running_var, variances)
+    assert bn.momentum == 0.1  # restored
+
+
+@pytest.mark.parametrize("name", ["x3d_s", "r2plus1d34"])
+def test_fuse_conv_bn_keeps_outputs(name):
+    torch.manual_seed(0)
+    model = create_backbone(name, sts=True)
+    for m in model.modules():  # non-trivial statistics
+        if isinstance(m, nn.BatchNorm3d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    model.eval()
+    x = torch.randn(1, 3, 4, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+        fused = fuse_conv_bn(model)(x)
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, nn.BatchNorm3d) for m in model.modules())
