@@ -1,7 +1,8 @@
 """Clip transforms on uint8 frames ``(T, H, W, C)``, with the seed's (mmcv / mmaction2 0.x) sizes and boxes.
 
 Boxes are ``(x1, y1, x2, y2)``, sizes ``(h, w)``. Resizing is OpenCV bilinear on uint8 frames with sizes rounded as
-``int(x + 0.5)``, as mmcv does, so test-time views equal the original's.
+``int(x + 0.5)``, as mmcv does, so test-time views equal the original's. Training may instead crop the decoded frame
+and resize once (:func:`source_box`, :func:`resized_crops`): the same box, a quarter of the resizing work.
 """
 from __future__ import annotations
 
@@ -24,7 +25,36 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h, w = size
     if frames.shape[1:3] == (h, w):
         return frames
-    return np.stack([cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR) for frame in frames])
+    out = np.empty((len(frames), h, w, frames.shape[3]), dtype=frames.dtype)
+    for frame, target in zip(frames, out):
+        cv2.resize(frame, (w, h), dst=target, interpolation=cv2.INTER_LINEAR)
+    return out
+
+
+def source_box(box: Box, resized_shape: tuple[int, int], source_shape: tuple[int, int]) -> Box:
+    """A box drawn on frames resized to ``resized_shape``, in pixels of the ``source_shape`` frames (rounded to the
+    nearest pixel, at least one wide), so cropping the source covers the same part of the scene."""
+    (h, w), (source_h, source_w) = resized_shape, source_shape
+    sx, sy = source_w / w, source_h / h
+    x1, y1 = min(int(box[0] * sx + 0.5), source_w - 1), min(int(box[1] * sy + 0.5), source_h - 1)
+    x2, y2 = min(max(int(box[2] * sx + 0.5), x1 + 1), source_w), min(max(int(box[3] * sy + 0.5), y1 + 1), source_h)
+    return x1, y1, x2, y2
+
+
+def resized_crops(frames: np.ndarray, box: Box, size: tuple[int, int], flip: bool = False) -> np.ndarray:
+    """``(T, H, W, C)`` uint8 -> the ``box`` of every frame resized to ``(T, h, w, C)`` (OpenCV bilinear), mirrored
+    left-right if ``flip``: one pass per frame, straight into the output, instead of resize, crop, resize, flip."""
+    h, w = size
+    x1, y1, x2, y2 = box
+    out = np.empty((len(frames), h, w, frames.shape[3]), dtype=frames.dtype)
+    scratch = np.empty((h, w, frames.shape[3]), dtype=frames.dtype) if flip else None
+    for frame, target in zip(frames, out):
+        if flip:
+            cv2.flip(cv2.resize(frame[y1:y2, x1:x2], (w, h), dst=scratch, interpolation=cv2.INTER_LINEAR), 1,
+                     dst=target)
+        else:
+            cv2.resize(frame[y1:y2, x1:x2], (w, h), dst=target, interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def crop_frames(frames: np.ndarray, box: Box) -> np.ndarray:
