@@ -184,6 +184,28 @@ class Trainer:
             clips = clips.flatten(0, 1).contiguous(memory_format=torch.channels_last_3d).unflatten(0, (n, v))
         return clips
 
+    def step(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step on device clips ``(N, V, C, T, H, W)``; returns the loss and logits ``(N, V, K)``."""
+        with torch.autocast(self.ctx.device.type, dtype=self.precision.dtype,
+                            enabled=self.precision.dtype is not None):
+            logits = self.step_model(clips)
+        loss = _flat_loss(logits, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            if self.max_norm is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
+            self.scaler.step(self.optimizer)
+            # a static scale is set back to its value every step (mmcv's fp16 hook with a number)
+            self.scaler.update(self.precision.loss_scale)
+        else:
+            loss.backward()
+            if self.max_norm is not None:
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
+            self.optimizer.step()
+        return loss, logits
+
     def train_epoch(self, epoch: int, iteration: int, log: Optional[RunLog], interval: int
                     ) -> tuple[dict[str, float], int]:
         """One pass (0-based ``epoch``); returns the mean loss, clips/s and skipped videos over all processes, and
@@ -197,25 +219,8 @@ class Trainer:
         start = window_start = time.perf_counter()
         for step, (clips, labels, skipped) in enumerate(self.loader):
             lr = self.schedule.apply(self.optimizer, iteration)
-            clips, labels = self.to_device(clips), labels.to(ctx.device, non_blocking=True)
-            with torch.autocast(ctx.device.type, dtype=self.precision.dtype,
-                                enabled=self.precision.dtype is not None):
-                logits = self.step_model(clips)
-            loss = _flat_loss(logits, labels)
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler is not None:
-                self.scaler.scale(loss).backward()
-                if self.max_norm is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
-                self.scaler.step(self.optimizer)
-                # a static scale is set back to its value every step (mmcv's fp16 hook with a number)
-                self.scaler.update(self.precision.loss_scale)
-            else:
-                loss.backward()
-                if self.max_norm is not None:
-                    nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
-                self.optimizer.step()
+            labels = labels.to(ctx.device, non_blocking=True)
+            loss, logits = self.step(self.to_device(clips), labels)
             iteration += 1
             n = len(labels)
             hits = (logits.detach().float().mean(1).argmax(1) == labels).sum().item()
@@ -264,7 +269,7 @@ def _checkpoint(trainer: Trainer, cfg: Mapping[str, Any], epoch: int, iteration:
     return state
 
 
-def _prepare_model(model: Recognizer3D, cfg: Mapping[str, Any], ctx: DistContext, precision: Precision
+def prepare_model(model: Recognizer3D, cfg: Mapping[str, Any], ctx: DistContext, precision: Precision
                    ) -> tuple[nn.Module, bool]:
     model.to(ctx.device)
     channels_last = bool(cfg.get("channels_last", False))
@@ -314,7 +319,7 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
             for line in report.summary().splitlines()[1:]:
                 logger.debug(line)
     precision = Precision.from_config(cfg, ctx.device)
-    step_model, channels_last = _prepare_model(model, cfg, ctx, precision)
+    step_model, channels_last = prepare_model(model, cfg, ctx, precision)
     optimizer = build_optimizer(cfg, model)
     loader = _loader(train_set, cfg, ctx, seed)
     schedule = CosineWarmup.from_config(cfg.get("lr_config") or {}, float(cfg["optimizer"]["lr"]), total_epochs,
