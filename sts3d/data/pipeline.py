@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
-from .video import MEAN, STD, ClipSettings, VideoDataset, read_annotations
+from .video import DECODERS, MEAN, STD, ClipSettings, VideoDataset, read_annotations
 
 # steps whose work this project's loader always does the same way (decode online, NCTHW float tensors)
 _PASSIVE = {"DecordInit", "DecordDecode", "PyAVInit", "PyAVDecode", "OpenCVInit", "OpenCVDecode", "FormatShape",
             "Collect", "ToTensor"}
-DECODERS = ("decord", "torchcodec")
 
 
 class PipelineError(ValueError):
@@ -92,7 +91,7 @@ def build_dataset(split_cfg: Mapping[str, Any], split: str, num_classes: Optiona
     if split_cfg.get("type", "VideoDataset") != "VideoDataset":
         raise PipelineError(f"data.{split}.type must be 'VideoDataset', got {split_cfg.get('type')!r}")
     if decoder not in DECODERS:
-        raise PipelineError(f"data.decoder must be one of {DECODERS}, got {decoder!r}")
+        raise PipelineError(f"data.decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
     settings, test_mode = clip_settings(split_cfg["pipeline"], f"data.{split}.pipeline")
     records = read_annotations(split_cfg["ann_file"], split_cfg.get("data_prefix") or "", num_classes)
     return VideoDataset(records, settings, test_mode=test_mode, decoder=decoder, seed=seed)

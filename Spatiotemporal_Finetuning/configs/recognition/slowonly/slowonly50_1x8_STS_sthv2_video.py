@@ -54,7 +54,7 @@ data = dict(
     videos_per_gpu=8,
     workers_per_gpu=4,
     test_dataloader=dict(videos_per_gpu=1),
-    decoder='decord',  # or 'torchcodec' (needs FFmpeg's libraries)
+    decoder='decord',  # or 'pyav' (same frames, faster on H.264), 'torchcodec' (needs FFmpeg's libraries)
     train=dict(type=dataset_type, ann_file=ann_file_train, data_prefix=data_root, pipeline=train_pipeline),
     val=dict(type=dataset_type, ann_file=ann_file_val, data_prefix=data_root_val, pipeline=val_pipeline),
     test=dict(type=dataset_type, ann_file=ann_file_test, data_prefix=data_root_val, pipeline=test_pipeline))
