@@ -5,7 +5,8 @@ A *conv type* is any callable with the ``nn.Conv3d`` keyword signature
 ``weight`` parameter. Blocks take conv types as arguments (as torchvision's video blocks take a conv builder), so
 switching STS on is a matter of passing another conv type, not of flags inside the blocks. The seed's switches
 (``reshape_t``, ``reshape_st``, ``conv_cfg=dict(type='Conv2plus1d_reshape')``) are translated here, in
-:func:`sts_conv_type` and :func:`conv_cfg_to_type`, and nowhere else.
+:func:`sts_conv_type`, :func:`block_conv_type` and :func:`conv_cfg_to_type`, and nowhere else; so is
+``depthwise_impl``, how depthwise convs are computed (:func:`block_conv_type`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
+from .depthwise import DepthwiseConv3d, DepthwiseImpl, check_depthwise_impl, is_depthwise
 from .sts import STS_MODES, STSConv3d, STSMode
 
 ConvType = Callable[..., nn.Module]
@@ -41,6 +43,28 @@ def sts_conv_type(enabled: bool, mode: STSMode = "faithful") -> ConvType:
         return STSConv3d(in_channels, out_channels, kernel_size, mode=mode, **kwargs)
 
     build.sts_mode = mode
+    return build
+
+
+def block_conv_type(sts: bool, sts_mode: STSMode = "faithful", depthwise_impl: DepthwiseImpl = "auto") -> ConvType:
+    """The conv type for a block conv that ``reshape_st`` controls, with its depthwise convs computed by
+    ``depthwise_impl`` (see :mod:`sts3d.models.depthwise`).
+
+    A depthwise conv (``groups == in_channels == out_channels``) becomes an :class:`STSConv3d` with ``sts`` (unless
+    ``1x1x1``) and a :class:`DepthwiseConv3d` otherwise; both keep ``nn.Conv3d``'s ``state_dict``. Other convs are
+    built by ``sts_conv_type(sts, sts_mode)``.
+    """
+    check_depthwise_impl(depthwise_impl)
+    other = sts_conv_type(sts, sts_mode)
+
+    def build(in_channels: int, out_channels: int, kernel_size, **kwargs) -> nn.Conv3d:
+        if not is_depthwise(in_channels, out_channels, kwargs.get("groups", 1)):
+            return other(in_channels, out_channels, kernel_size, **kwargs)
+        if sts and _triple(kernel_size) != (1, 1, 1):
+            return STSConv3d(in_channels, out_channels, kernel_size, mode=sts_mode, depthwise_impl=depthwise_impl,
+                             **kwargs)
+        return DepthwiseConv3d(in_channels, out_channels, kernel_size, impl=depthwise_impl, **kwargs)
+
     return build
 
 

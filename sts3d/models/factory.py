@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from .depthwise import DepthwiseImpl, check_depthwise_impl
 from .sts import STS_MODES, STSMode
 
 
@@ -24,6 +25,7 @@ class BackboneEntry:
     family: str = field(default="")
     head: str = "i3d"  # the fine-tuning head: "i3d", "slowfast" or "x3d" (sts3d.models.heads)
     feat_channels: int = 2048  # channels the head receives (slow + fast for SlowFast)
+    depthwise: bool = False  # has depthwise 3x3x3 convs; its builder then takes ``depthwise_impl``
 
 
 _BACKBONES: dict[str, BackboneEntry] = {}
@@ -57,26 +59,34 @@ def deep_merge(base: dict, update: dict) -> dict:
     return merged
 
 
-def backbone_kwargs(name: str, sts: bool = False, sts_mode: STSMode = "faithful", **overrides) -> dict:
+def backbone_kwargs(name: str, sts: bool = False, sts_mode: STSMode = "faithful",
+                    depthwise_impl: DepthwiseImpl = "auto", **overrides) -> dict:
     """The keyword arguments ``create_backbone`` passes to the backbone class (defaults, STS switches, overrides)."""
     entry = backbone_entry(name)
     if sts_mode not in STS_MODES:
         raise ValueError(f"sts_mode must be one of {STS_MODES}, got {sts_mode!r}")
+    check_depthwise_impl(depthwise_impl)
     kwargs = entry.defaults
     if sts:
         kwargs = deep_merge(kwargs, entry.sts_switches)
     kwargs = deep_merge(kwargs, overrides)
     kwargs["sts_mode"] = sts_mode
+    if entry.depthwise:
+        kwargs["depthwise_impl"] = depthwise_impl
     return kwargs
 
 
-def create_backbone(name: str, sts: bool = False, sts_mode: STSMode = "faithful", **overrides) -> nn.Module:
+def create_backbone(name: str, sts: bool = False, sts_mode: STSMode = "faithful",
+                    depthwise_impl: DepthwiseImpl = "auto", **overrides) -> nn.Module:
     """Build a backbone by name.
 
     ``sts=True`` turns on the seed's STS switches for that model (``reshape_st`` for ir-CSN and X3D, ``reshape_t``
     for SlowOnly and both SlowFast pathways, ``conv_cfg=dict(type='Conv2plus1d_reshape')`` for R(2+1)D);
-    ``sts_mode`` is ``'faithful'`` (the original's behaviour) or ``'aligned'``; ``overrides`` are keyword arguments
-    of the backbone class, the seed's names (``reshape_t``, ``temporal_strides``, ``slow_pathway=dict(...)``).
+    ``sts_mode`` is ``'faithful'`` (the original's behaviour) or ``'aligned'``; ``depthwise_impl`` is how the
+    depthwise 3x3x3 convs of ir-CSN and X3D are computed (``'auto'``, ``'frames'`` or the stock ``'conv3d'``, see
+    :mod:`sts3d.models.depthwise`; the other backbones have none); ``overrides`` are keyword arguments of the
+    backbone class, the seed's names (``reshape_t``, ``temporal_strides``, ``slow_pathway=dict(...)``).
+    None of these settings changes a ``state_dict`` key or shape.
     Input ``(N, 3, T, H, W)``; output ``(N, C, T', H', W')``, or ``(slow, fast)`` for SlowFast.
     """
-    return backbone_entry(name).builder(**backbone_kwargs(name, sts, sts_mode, **overrides))
+    return backbone_entry(name).builder(**backbone_kwargs(name, sts, sts_mode, depthwise_impl, **overrides))

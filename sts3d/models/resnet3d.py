@@ -6,7 +6,7 @@ lateral connections ``conv1_lateral`` and ``layer{1..3}_lateral`` on the slow pa
 
 STS enters through the seed's switches, turned into conv types once per network: ``reshape_t`` makes the
 bottleneck's ``conv1`` (the ``3x1x1`` conv of inflated blocks) an STS conv, ``reshape_st`` the bottleneck's
-``conv2`` (CSN's depthwise ``3x3x3``).
+``conv2`` (CSN's depthwise ``3x3x3``, computed as ``depthwise_impl`` says).
 """
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .convs import ConvModule, ConvType, sts_conv_type
+from .convs import ConvModule, ConvType, block_conv_type, sts_conv_type
+from .depthwise import DepthwiseImpl
 from .drop_path import drop_path_layer, drop_path_schedule
 from .factory import BackboneEntry, register_backbone
 from .init import init_conv_bn_
@@ -95,7 +96,7 @@ class ResNet3d(nn.Module):
                  with_pool2: bool = True, inflate: Sequence[int] = (1, 1, 1, 1), inflate_style: str = "3x1x1",
                  bn_eps: float = 1e-5, norm_eval: bool = False, reshape_t: bool = False, reshape_st: bool = False,
                  sts_mode: STSMode = "faithful", drop_path_rate: float = 0.0,
-                 lateral_inplanes: Sequence[int] = (0, 0, 0, 0)) -> None:
+                 lateral_inplanes: Sequence[int] = (0, 0, 0, 0), depthwise_impl: DepthwiseImpl = "auto") -> None:
         super().__init__()
         if depth not in STAGE_BLOCKS:
             raise ValueError(f"{type(self).__name__}: depth must be one of {sorted(STAGE_BLOCKS)}, got {depth}")
@@ -107,7 +108,7 @@ class ResNet3d(nn.Module):
         self.with_pool2 = with_pool2
         stage_blocks = STAGE_BLOCKS[depth]
         conv1_type = sts_conv_type(reshape_t, sts_mode)
-        conv2_type = sts_conv_type(reshape_st, sts_mode)
+        conv2_type = block_conv_type(reshape_st, sts_mode, depthwise_impl)  # depthwise in CSN
 
         self.conv1 = ConvModule(in_channels, base_channels, tuple(conv1_kernel),
                                 stride=(conv1_stride_t, conv1_stride_s, conv1_stride_s),
@@ -270,7 +271,7 @@ register_backbone("csn50_ir", BackboneEntry(
     builder=ResNet3dCSN,
     defaults=dict(depth=50, bottleneck_mode="ir", conv1_kernel=(3, 7, 7), conv1_stride_t=1, pool1_stride_t=1,
                   with_pool2=False, temporal_strides=(1, 1, 1, 1), bn_eps=1e-3),
-    sts_switches=dict(reshape_st=True), clip_shape=(32, 224, 224), family="ir-CSN"))
+    sts_switches=dict(reshape_st=True), clip_shape=(32, 224, 224), family="ir-CSN", depthwise=True))
 
 register_backbone("slowonly50", BackboneEntry(
     builder=ResNet3d,

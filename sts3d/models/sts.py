@@ -31,6 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .depthwise import DepthwiseImpl, check_depthwise_impl, depthwise_conv3d, use_frames_form
+
 STSMode = Literal["faithful", "aligned"]
 STS_MODES: tuple[str, ...] = ("faithful", "aligned")
 
@@ -154,18 +156,22 @@ class _TemporalTapSum(torch.autograd.Function):
 class STSConv3d(nn.Conv3d):
     """A drop-in ``nn.Conv3d`` that computes the STS convolution with its own weight.
 
-    Built with the ``nn.Conv3d`` signature plus ``mode``; use it as a conv type (see ``sts3d.models.convs``).
-    Input ``(N, C_in, T, H, W)``, output ``(N, C_out, T, H', W')``: the same shapes as the plain conv.
+    Built with the ``nn.Conv3d`` signature plus ``mode`` and ``depthwise_impl`` (how the dynamic half of the
+    depthwise form is computed, see :mod:`sts3d.models.depthwise`); use it as a conv type (see
+    ``sts3d.models.convs``). Input ``(N, C_in, T, H, W)``, output ``(N, C_out, T, H', W')``: the same shapes as the
+    plain conv.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None,
-                 mode: STSMode = "faithful") -> None:
+                 mode: STSMode = "faithful", depthwise_impl: DepthwiseImpl = "auto") -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, device, dtype)
         if mode not in STS_MODES:
             raise ValueError(f"sts_mode must be one of {STS_MODES}, got {mode!r}")
+        check_depthwise_impl(depthwise_impl)
         self.mode = mode
+        self.depthwise_impl = depthwise_impl
         kt, kh, kw = self.kernel_size
         st, sh, sw = self.stride
         where = (f"STSConv3d({in_channels}, {out_channels}, kernel={self.kernel_size}, stride={self.stride}, "
@@ -195,7 +201,8 @@ class STSConv3d(nn.Conv3d):
             raise ValueError(f"{where}: STS supports only depthwise 3x3x3 and dense 3x1x1 kernels")
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, sts={self.kind}, mode={self.mode}"
+        impl = f", depthwise_impl={self.depthwise_impl}" if self.kind == "depthwise" else ""
+        return f"{super().extra_repr()}, sts={self.kind}, mode={self.mode}{impl}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "depthwise":
@@ -221,7 +228,10 @@ class STSConv3d(nn.Conv3d):
         static = static.view(n, half, t, *static.shape[-2:])
         static = static + _depthwise_line(x_static, lines[:, 0], s, column_major=False, faithful=faithful)
         static = static + _depthwise_line(x_static, lines[:, 2], s, column_major=True, faithful=faithful)
-        dynamic = F.conv3d(x_dynamic, self.weight[half:], stride=(1, s, s), padding=1, groups=half)
+        if use_frames_form(self.depthwise_impl, x):
+            dynamic = depthwise_conv3d(x_dynamic, self.weight[half:], stride=(s, s))
+        else:
+            dynamic = F.conv3d(x_dynamic, self.weight[half:], stride=(1, s, s), padding=1, groups=half)
         return torch.cat((static, dynamic), dim=1)
 
     def _temporal(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from .convs import ConvModule, ConvType, sts_conv_type
+from .convs import ConvModule, ConvType, block_conv_type
+from .depthwise import DepthwiseImpl
 from .drop_path import drop_path_layer, drop_path_schedule
 from .factory import BackboneEntry, register_backbone
 from .init import init_conv_bn_
@@ -54,9 +55,9 @@ class SEModule(nn.Module):
 class BlockX3D(nn.Module):
     """X3D's inverted bottleneck: 1x1x1 expand -> depthwise 3x3x3 (+ SE) -> Swish -> 1x1x1 project, plus residual.
 
-    ``dw_conv_type`` builds the depthwise conv (``nn.Conv3d``, or STS with ``reshape_st``). The spatial stride sits on
-    the depthwise conv. ``out = relu(drop_path(branch) + shortcut(x))``. Input ``(N, inplanes, T, H, W)``, output
-    ``(N, outplanes, T, H / spatial_stride, W / spatial_stride)``.
+    ``dw_conv_type`` builds the depthwise conv (a ``DepthwiseConv3d``, or STS with ``reshape_st``). The spatial
+    stride sits on the depthwise conv. ``out = relu(drop_path(branch) + shortcut(x))``. Input
+    ``(N, inplanes, T, H, W)``, output ``(N, outplanes, T, H / spatial_stride, W / spatial_stride)``.
     """
 
     def __init__(self, inplanes: int, planes: int, outplanes: int, dw_conv_type: ConvType = nn.Conv3d,
@@ -99,6 +100,7 @@ class X3D(nn.Module):
         use_swish: Swish after the depthwise conv (and SE).
         reshape_st: the seed's STS switch, STS in every block's depthwise conv.
         sts_mode: ``'faithful'`` or ``'aligned'`` STS (see :mod:`sts3d.models.sts`); only used with ``reshape_st``.
+        depthwise_impl: how the depthwise 3x3x3 convs are computed (see :mod:`sts3d.models.depthwise`).
         drop_path_rate: stochastic depth on the residual branch, linear over all blocks; 0 adds no modules.
         zero_init_residual: start every block's last BN at zero (the original's default for X3D).
 
@@ -110,7 +112,7 @@ class X3D(nn.Module):
                  base_channels: int = 24, spatial_strides: Sequence[int] = (2, 2, 2, 2), se_style: str = "half",
                  se_ratio: Optional[float] = 1 / 16, use_swish: bool = True, reshape_st: bool = False,
                  bn_eps: float = 1e-5, sts_mode: STSMode = "faithful", drop_path_rate: float = 0.0,
-                 zero_init_residual: bool = True) -> None:
+                 zero_init_residual: bool = True, depthwise_impl: DepthwiseImpl = "auto") -> None:
         super().__init__()
         if se_style not in ("half", "all"):
             raise ValueError(f"X3D: se_style must be 'half' or 'all', got {se_style!r}")
@@ -120,7 +122,7 @@ class X3D(nn.Module):
         self.stage_blocks = stage_blocks
         width = round_width(base_channels, gamma_w)
         # The single place where the seed's switch becomes a conv type (only the depthwise conv2 uses it).
-        dw_conv_type = sts_conv_type(reshape_st, sts_mode)
+        dw_conv_type = block_conv_type(reshape_st, sts_mode, depthwise_impl)
 
         self.in_channels = in_channels
         self.conv1_s = ConvModule(in_channels, width, (1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1), norm=False,
@@ -176,4 +178,5 @@ register_backbone("x3d_s", BackboneEntry(
     family="X3D",
     head="x3d",
     feat_channels=432,
+    depthwise=True,
 ))

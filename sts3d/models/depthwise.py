@@ -1,0 +1,184 @@
+"""Depthwise 3D convolution with a fast CPU backward (the ``3x3x3`` conv of ir-CSN and X3D).
+
+PyTorch's CPU ``conv3d`` runs a depthwise forward at a reasonable speed, but its backward (input and weight
+gradients) is 10-30 times slower than the forward. :func:`depthwise_conv3d` keeps the stock forward, so outputs are
+bit-identical to ``nn.Conv3d(groups=C)``, and computes the gradients from 2D depthwise convs, one per temporal tap,
+over all frames at once in the channels-last frame layout ``(N * T, C, H, W)`` (memory ``(N, T, H, W, C)``), which
+oneDNN runs fast. A temporal tap ``k`` pairs output frame ``t`` with input frame ``t + k - k_t // 2``, so the taps'
+results are added with a time shift.
+
+``impl`` (``create_backbone(..., depthwise_impl=)``) picks the form:
+
+* ``'conv3d'``: the stock ``nn.Conv3d`` forward and backward;
+* ``'frames'``: the stock forward and the backward above, wherever the conv is supported (temporal stride 1,
+  temporal padding ``k_t // 2``, odd ``k_t``, no dilation, zero padding) and on any device;
+* ``'auto'`` (default): ``'frames'`` for float32 / float64 on the CPU outside autocast, else ``'conv3d'``. It was
+  measured on a 2-core CPU only (``docs/benchmarks.md``); on CUDA the stock conv is kept until measured there.
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+DepthwiseImpl = Literal["auto", "conv3d", "frames"]
+DEPTHWISE_IMPLS: tuple[str, ...] = ("auto", "conv3d", "frames")
+
+
+def check_depthwise_impl(impl: str) -> None:
+    if impl not in DEPTHWISE_IMPLS:
+        raise ValueError(f"depthwise_impl must be one of {DEPTHWISE_IMPLS}, got {impl!r}")
+
+
+def is_depthwise(in_channels: int, out_channels: int, groups: int) -> bool:
+    """Whether a conv with these channels and groups is channel-wise (one filter per channel, no mixing)."""
+    return groups == in_channels == out_channels
+
+
+def _frames(x: torch.Tensor) -> torch.Tensor:
+    """``(N, C, T, H, W)`` -> ``(N * T, C, H, W)`` in channels-last memory ``(N, T, H, W, C)``.
+
+    One copy (none when ``x`` is already channels-last 3D): the layout in which oneDNN's 2D depthwise kernels are
+    fastest, and in which a time shift is a shift by whole frames.
+    """
+    n, c, t, h, w = x.shape
+    return x.permute(0, 2, 3, 4, 1).contiguous().view(n * t, h, w, c).permute(0, 3, 1, 2)
+
+
+def _clip(frames: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`_frames`: ``(N * T, C, H, W)`` -> ``(N, C, T, H, W)`` in the memory format of ``like``."""
+    nt, c, h, w = frames.shape
+    clip = frames.permute(0, 2, 3, 1).view(n, nt // n, h, w, c).permute(0, 4, 1, 2, 3)
+    if like.is_contiguous(memory_format=torch.channels_last_3d) and not like.is_contiguous():
+        return clip
+    return clip.contiguous()
+
+
+def _in_time(frames: torch.Tensor, n: int) -> torch.Tensor:
+    """A channels-last ``(N * T, C, H, W)`` frame stack viewed as ``(N, T, H, W, C)``, so time can be sliced."""
+    nt, c, h, w = frames.shape
+    return frames.permute(0, 2, 3, 1).view(n, nt // n, h, w, c)
+
+
+def _tap_range(offset: int, frames: int) -> tuple[int, int]:
+    """Output frames ``[lo, hi)`` whose input frame ``t + offset`` exists (the others read temporal zero padding)."""
+    return max(0, -offset), min(frames, frames - offset)
+
+
+class _DepthwiseConv3dFunction(torch.autograd.Function):
+    """The stock depthwise ``conv3d`` forward with the gradients computed from per-tap 2D depthwise convs."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: tuple[int, int],
+                padding: tuple[int, int]) -> torch.Tensor:
+        c, kt = weight.shape[0], weight.shape[2]
+        ctx.save_for_backward(x, weight)
+        ctx.conv2d = (stride, padding)
+        return F.conv3d(x, weight, bias, stride=(1, *stride), padding=(kt // 2, *padding), groups=c)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        stride, padding = ctx.conv2d
+        need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
+        n, c, t = x.shape[:3]
+        kt = weight.shape[2]
+        x_frames, grad_frames = _frames(x), _frames(grad)
+        x_samples, grad_samples = x_frames.unflatten(0, (n, t)), grad_frames.unflatten(0, (n, t))
+        grad_input = grad_input_time = None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+
+        def conv_backward(g: torch.Tensor, inp: torch.Tensor, tap: int, mask: tuple[bool, bool]):
+            return torch.ops.aten.convolution_backward(
+                g, inp, weight[:, :, tap], None, stride, padding, (1, 1), False, (0, 0), c, (*mask, False))
+
+        # Centre tap first: it pairs every output frame with the same input frame, so it runs as one call over the
+        # whole batch and its input gradient becomes the buffer the other taps are added to.
+        centre = kt // 2
+        for tap in [centre] + [k for k in range(kt) if k != centre]:
+            offset = tap - centre
+            lo, hi = _tap_range(offset, t)
+            if lo >= hi:  # a clip shorter than the kernel: this tap only ever reads padding
+                continue
+            if need_input:
+                tap_input = conv_backward(grad_frames, x_frames, tap, (True, False))[0]
+                if grad_input is None:
+                    grad_input, grad_input_time = tap_input, _in_time(tap_input, n)
+                else:  # input frame t + offset received output frame t's gradient through this tap
+                    grad_input_time[:, lo + offset:hi + offset] += _in_time(tap_input, n)[:, lo:hi]
+            if need_weight:
+                if offset == 0:
+                    grad_weight[:, :, tap] = conv_backward(grad_frames, x_frames, tap, (False, True))[1]
+                    continue
+                # Shifted pairs cross sample boundaries in the (N * T) stack, so each sample is one call.
+                for i in range(n):
+                    grad_weight[:, :, tap] += conv_backward(grad_samples[i, lo:hi],
+                                                            x_samples[i, lo + offset:hi + offset], tap, (False, True))[1]
+        if need_input:
+            grad_input = _clip(grad_input, n, x) if grad_input is not None else torch.zeros_like(x)
+        grad_bias = grad.sum((0, 2, 3, 4)) if need_bias else None
+        return grad_input, grad_weight, grad_bias, None, None
+
+
+def depthwise_conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                     stride: tuple[int, int] = (1, 1), padding: tuple[int, int] = (1, 1)) -> torch.Tensor:
+    """The depthwise conv ``F.conv3d(x, weight, bias, stride=(1, *stride), padding=(k_t // 2, *padding), groups=C)``
+    with the fast backward of this module.
+
+    x: ``(N, C, T, H, W)``; weight: ``(C, 1, k_t, k_h, k_w)`` with odd ``k_t``; bias: ``(C,)`` or ``None``;
+    ``stride`` and ``padding`` are the spatial ones. Returns ``(N, C, T, H', W')``, the stock conv's output exactly.
+    """
+    return _DepthwiseConv3dFunction.apply(x, weight, bias, tuple(stride), tuple(padding))
+
+
+def frames_form_applies(conv: nn.Conv3d) -> bool:
+    """Whether ``conv`` is a depthwise conv that :func:`depthwise_conv3d` computes (temporal stride 1, temporal
+    padding ``k_t // 2`` with odd ``k_t``, no dilation, zero padding)."""
+    kt = conv.kernel_size[0]
+    return (is_depthwise(conv.in_channels, conv.out_channels, conv.groups) and kt % 2 == 1
+            and conv.stride[0] == 1 and isinstance(conv.padding, tuple) and conv.padding[0] == kt // 2
+            and conv.dilation == (1, 1, 1) and conv.padding_mode == "zeros")
+
+
+def use_frames_form(impl: DepthwiseImpl, x: torch.Tensor) -> bool:
+    """Whether ``impl`` computes a supported depthwise conv of ``x`` with :func:`depthwise_conv3d` (see the module
+    docstring for what ``'auto'`` picks)."""
+    if impl == "frames":
+        return True
+    if impl == "conv3d":
+        return False
+    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled("cpu"))
+
+
+class DepthwiseConv3d(nn.Conv3d):
+    """An ``nn.Conv3d`` (same ``weight`` and ``bias``, same ``state_dict``) whose depthwise conv runs as ``impl``
+    says; a conv :func:`depthwise_conv3d` does not support, or ``impl='conv3d'``, runs as the stock conv.
+
+    Built with the ``nn.Conv3d`` signature plus ``impl``. Input ``(N, C, T, H, W)``, output ``(N, C, T', H', W')``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None,
+                 impl: DepthwiseImpl = "auto") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, device, dtype)
+        check_depthwise_impl(impl)
+        if not is_depthwise(in_channels, out_channels, groups):
+            raise ValueError(f"DepthwiseConv3d needs groups == in_channels == out_channels, got "
+                             f"({in_channels}, {out_channels}, groups={groups})")
+        self.impl = impl
+        self.supported = frames_form_applies(self)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, impl={self.impl}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.supported and use_frames_form(self.impl, x)):
+            return super().forward(x)
+        return depthwise_conv3d(x, self.weight, self.bias, self.stride[1:], self.padding[1:])
+
