@@ -1,6 +1,8 @@
 # X3D-S + STS on the embedded synthetic shape-motion videos (`make demo`, sts3d/tools/main_job.py): the K400 recipe
-# shrunk to what two CPU cores fine-tune in about two minutes. 8 classes (4 shapes x down/up), 40 x 40 videos of
-# 16 frames; clips of 4 frames 4 apart (the whole motion) cropped to 32 px; test 2 clips x 3 crops.
+# shrunk to what two CPU cores fine-tune in a few minutes. 8 classes (4 shapes x down/up), 40 x 40 videos of
+# 16 frames; clips of 4 frames 4 apart (the whole motion); training crops resized to 32 px, validation and test on
+# the whole frame at 32 px. Test: 2 clips x 3 crops, as the seed's (on these square videos the three crops of
+# ThreeCrop, which spans the short side, coincide).
 # Paths are relative to the repository root (where `make demo` runs); the main job passes its own with
 # --cfg-options data.train.ann_file=... (and data_prefix, for train, val and test).
 _base_ = ['./x3d_s_13x6_STS_k400_video.py']
@@ -33,7 +35,7 @@ val_pipeline = [
     dict(type='DecordInit'),
     dict(type='SampleFrames', clip_len=4, frame_interval=4, num_clips=1, test_mode=True),
     dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 40)),
+    dict(type='Resize', scale=(-1, 32)),
     dict(type='CenterCrop', crop_size=32),
     dict(type='Normalize', **img_norm_cfg),
     dict(type='FormatShape', input_format='NCTHW'),
@@ -44,7 +46,7 @@ test_pipeline = [
     dict(type='DecordInit'),
     dict(type='SampleFrames', clip_len=4, frame_interval=4, num_clips=2, test_mode=True),
     dict(type='DecordDecode'),
-    dict(type='Resize', scale=(-1, 40)),
+    dict(type='Resize', scale=(-1, 32)),
     dict(type='ThreeCrop', crop_size=32),
     dict(type='Normalize', **img_norm_cfg),
     dict(type='FormatShape', input_format='NCTHW'),
