@@ -18,9 +18,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install -e .
 	@touch $@
 
-# The main job. For now: params, GMACs and STS conv counts of the six backbones at the seed's clip shapes.
+# The main job (docs/main_job.md): synthetic data, image pre-training of X3D-S, fine-tuning with STS and the two
+# comparison runs, multi-view tests, work_dirs/demo/summary.json and summary.png. Resumes; add ARGS=--fresh to
+# start clean.
 demo: venv
-	$(PY) -m sts3d.tools.flops_table
+	$(PY) -m sts3d.tools.main_job $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q
