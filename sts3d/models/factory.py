@@ -77,7 +77,7 @@ def backbone_kwargs(name: str, sts: bool = False, sts_mode: STSMode = "faithful"
 
 
 def create_backbone(name: str, sts: bool = False, sts_mode: STSMode = "faithful",
-                    depthwise_impl: DepthwiseImpl = "auto", **overrides) -> nn.Module:
+                    depthwise_impl: DepthwiseImpl = "auto", with_cp: bool = False, **overrides) -> nn.Module:
     """Build a backbone by name.
 
     ``sts=True`` turns on the seed's STS switches for that model (``reshape_st`` for ir-CSN and X3D, ``reshape_t``
@@ -85,8 +85,14 @@ def create_backbone(name: str, sts: bool = False, sts_mode: STSMode = "faithful"
     ``sts_mode`` is ``'faithful'`` (the original's behaviour) or ``'aligned'``; ``depthwise_impl`` is how the
     depthwise 3x3x3 convs of ir-CSN and X3D are computed (``'auto'``, ``'frames'`` or the stock ``'conv3d'``, see
     :mod:`sts3d.models.depthwise`; the other backbones have none); ``overrides`` are keyword arguments of the
-    backbone class, the seed's names (``reshape_t``, ``temporal_strides``, ``slow_pathway=dict(...)``).
+    backbone class, the seed's names (``reshape_t``, ``temporal_strides``, ``slow_pathway=dict(...)``);
+    ``with_cp`` checkpoints the activations of every residual block (:mod:`sts3d.models.checkpointing`).
     None of these settings changes a ``state_dict`` key or shape.
     Input ``(N, 3, T, H, W)``; output ``(N, C, T', H', W')``, or ``(slow, fast)`` for SlowFast.
     """
-    return backbone_entry(name).builder(**backbone_kwargs(name, sts, sts_mode, depthwise_impl, **overrides))
+    backbone = backbone_entry(name).builder(**backbone_kwargs(name, sts, sts_mode, depthwise_impl, **overrides))
+    if with_cp:
+        from .checkpointing import checkpoint_blocks  # the model files import this module
+
+        checkpoint_blocks(backbone)
+    return backbone
