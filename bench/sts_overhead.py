@@ -2,9 +2,11 @@
 
 Setting of the foundation issue: 2 CPU threads, batch 2, 8x128x128 clips (32 frames for SlowFast), at least 7
 rounds; each round times the plain model, then the STS model (faithful), then the STS model (aligned), in turn.
-Prints the median time of each and the ratios. Target: every ratio <= 1.03.
+Prints the median time of each and the ratios. Target: every ratio <= 1.03. All three use the same
+``--depthwise-impl`` (default ``auto``, the models' default; ``conv3d`` for the stock depthwise conv).
 
     python bench/sts_overhead.py [--rounds 7] [--threads 2] [--models csn50_ir x3d_s ...] [--device cpu|cuda]
+                                 [--depthwise-impl auto|frames|conv3d]
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import time
 import torch
 
 from sts3d.models import create_backbone, list_backbones
+from sts3d.models.depthwise import DEPTHWISE_IMPLS
 
 
 def clip_shape(name: str, frames: int, size: int) -> tuple[int, int, int, int]:
@@ -46,18 +49,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--models", nargs="+", default=list_backbones())
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--depthwise-impl", default="auto", choices=DEPTHWISE_IMPLS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     variants = {"plain": dict(sts=False), "faithful": dict(sts=True, sts_mode="faithful"),
                 "aligned": dict(sts=True, sts_mode="aligned")}
     print(f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
-          f"torch={torch.__version__}")
+          f"depthwise_impl={args.depthwise_impl} torch={torch.__version__}")
     print(f"{'backbone':<18}{'plain s':>10}{'faithful s':>12}{'aligned s':>11}{'faithful/plain':>16}"
           f"{'aligned/plain':>15}")
     worst = 0.0
     for name in args.models:
-        models = {k: create_backbone(name, **v).to(args.device).train() for k, v in variants.items()}
+        models = {k: create_backbone(name, depthwise_impl=args.depthwise_impl, **v).to(args.device).train()
+                  for k, v in variants.items()}
         for m in models.values():
             m.load_state_dict(models["plain"].state_dict())
         x = torch.randn(args.batch, *clip_shape(name, args.frames, args.size), device=args.device)

@@ -2,10 +2,13 @@
 
 PyTorch's CPU ``conv3d`` runs a depthwise forward at a reasonable speed, but its backward (input and weight
 gradients) is 10-30 times slower than the forward. :func:`depthwise_conv3d` keeps the stock forward, so outputs are
-bit-identical to ``nn.Conv3d(groups=C)``, and computes the gradients from 2D depthwise convs, one per temporal tap,
-over all frames at once in the channels-last frame layout ``(N * T, C, H, W)`` (memory ``(N, T, H, W, C)``), which
-oneDNN runs fast. A temporal tap ``k`` pairs output frame ``t`` with input frame ``t + k - k_t // 2``, so the taps'
-results are added with a time shift.
+bit-identical to ``nn.Conv3d(groups=C)``, and computes the gradients with the kernels CPUs run fast:
+
+* input gradient, spatial stride 1: the stock *forward* conv of the output gradient with the flipped kernel;
+* input gradient with a spatial stride, and weight gradient: 2D depthwise convs, one per temporal tap, over all
+  frames at once in the channels-last frame layout ``(N * T, C, H, W)`` (memory ``(N, T, H, W, C)``). A temporal
+  tap ``k`` pairs output frame ``t`` with input frame ``t + k - k_t // 2``, so the taps' results are added with a
+  time shift.
 
 ``impl`` (``create_backbone(..., depthwise_impl=)``) picks the form:
 
@@ -38,23 +41,37 @@ def is_depthwise(in_channels: int, out_channels: int, groups: int) -> bool:
     return groups == in_channels == out_channels
 
 
+def _transposed(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous ``(N, A, B)`` -> a contiguous ``(N, B, A)``.
+
+    One 2D transpose per sample: PyTorch copies a plain 2D transpose with a cache-blocked kernel, several times
+    faster than its generic copy of the same permutation as a 3D (or 5D) tensor.
+    """
+    out = x.new_empty(x.shape[0], x.shape[2], x.shape[1])
+    for i in range(x.shape[0]):
+        out[i].copy_(x[i].t())
+    return out
+
+
 def _frames(x: torch.Tensor) -> torch.Tensor:
     """``(N, C, T, H, W)`` -> ``(N * T, C, H, W)`` in channels-last memory ``(N, T, H, W, C)``.
 
-    One copy (none when ``x`` is already channels-last 3D): the layout in which oneDNN's 2D depthwise kernels are
-    fastest, and in which a time shift is a shift by whole frames.
+    The layout in which oneDNN's 2D depthwise kernels are fastest, and in which a time shift is a shift by whole
+    frames. One copy, none when ``x`` is already channels-last 3D.
     """
     n, c, t, h, w = x.shape
+    if x.is_contiguous():
+        return _transposed(x.view(n, c, -1)).view(n * t, h, w, c).permute(0, 3, 1, 2)
     return x.permute(0, 2, 3, 4, 1).contiguous().view(n * t, h, w, c).permute(0, 3, 1, 2)
 
 
 def _clip(frames: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
     """The inverse of :func:`_frames`: ``(N * T, C, H, W)`` -> ``(N, C, T, H, W)`` in the memory format of ``like``."""
     nt, c, h, w = frames.shape
-    clip = frames.permute(0, 2, 3, 1).view(n, nt // n, h, w, c).permute(0, 4, 1, 2, 3)
+    in_memory_order = frames.permute(0, 2, 3, 1).reshape(n, -1, c)  # a view: (N, T*H*W, C)
     if like.is_contiguous(memory_format=torch.channels_last_3d) and not like.is_contiguous():
-        return clip
-    return clip.contiguous()
+        return in_memory_order.view(n, nt // n, h, w, c).permute(0, 4, 1, 2, 3)
+    return _transposed(in_memory_order).view(n, c, nt // n, h, w)
 
 
 def _in_time(frames: torch.Tensor, n: int) -> torch.Tensor:
@@ -68,8 +85,71 @@ def _tap_range(offset: int, frames: int) -> tuple[int, int]:
     return max(0, -offset), min(frames, frames - offset)
 
 
+def _taps(kt: int) -> list[tuple[int, int]]:
+    """``(tap, time offset)`` of a ``k_t``-tap kernel, centre tap first (offset 0: every frame pairs with itself)."""
+    centre = kt // 2
+    return [(tap, tap - centre) for tap in sorted(range(kt), key=lambda k: k != centre)]
+
+
+def _conv2d_backward(grad_frames: torch.Tensor, x_frames: torch.Tensor, weight2d: torch.Tensor,
+                     stride: tuple[int, int], padding: tuple[int, int], want_input: bool) -> torch.Tensor:
+    """Input (``want_input``) or weight gradient of the 2D depthwise conv of a ``(B, C, H, W)`` frame stack."""
+    grads = torch.ops.aten.convolution_backward(grad_frames, x_frames, weight2d, None, stride, padding, (1, 1), False,
+                                                (0, 0), weight2d.shape[0], (want_input, not want_input, False))
+    return grads[0] if want_input else grads[1]
+
+
+def _input_grad(grad: torch.Tensor, grad_frames: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """``d loss / d x`` ``(N, C, T, H, W)`` from ``grad`` ``(N, C, T, H', W')`` (``grad_frames``: its frame stack).
+
+    Stride 1: the stock forward conv of ``grad`` with the flipped kernel, one fast call that needs no layout change.
+    Otherwise (a transposed strided conv, which the stock kernels run slowly): per tap the input gradient of the 2D
+    conv of all frames, added with the tap's time shift.
+    """
+    kt, kh, kw = weight.shape[2:]
+    if stride == (1, 1) and padding[0] < kh and padding[1] < kw:
+        return F.conv3d(grad, weight.flip((2, 3, 4)), padding=(kt // 2, kh - 1 - padding[0], kw - 1 - padding[1]),
+                        groups=weight.shape[0])
+    n, c, t, h, w = x.shape
+    # The gradient's shape and layout: an input of the 2D conv whose values are never read.
+    x_frames = torch.empty(n * t, c, h, w, dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    grad_input = time_view = None
+    for tap, offset in _taps(kt):
+        lo, hi = _tap_range(offset, t)
+        if lo >= hi:  # a clip shorter than the kernel: this tap only ever reads padding
+            continue
+        tap_grad = _conv2d_backward(grad_frames, x_frames, weight[:, :, tap], stride, padding, want_input=True)
+        if grad_input is None:
+            grad_input, time_view = tap_grad, _in_time(tap_grad, n)
+        else:  # input frame t + offset received output frame t's gradient through this tap
+            time_view[:, lo + offset:hi + offset] += _in_time(tap_grad, n)[:, lo:hi]
+            del tap_grad  # free before the next tap's buffer is allocated, so that one can reuse the memory
+    return _clip(grad_input, n, x)
+
+
+def _weight_grad(grad_frames: torch.Tensor, x_frames: torch.Tensor, weight: torch.Tensor, n: int,
+                 stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """``d loss / d weight`` ``(C, 1, k_t, k_h, k_w)``: per tap, the 2D conv's weight gradient over the frame pairs
+    (output ``t``, input ``t + offset``). Frame stacks ``(N * T, C, H, W)``, channels-last."""
+    t = x_frames.shape[0] // n
+    x_samples, grad_samples = x_frames.unflatten(0, (n, t)), grad_frames.unflatten(0, (n, t))
+    grad_weight = torch.zeros_like(weight)
+    for tap, offset in _taps(weight.shape[2]):
+        lo, hi = _tap_range(offset, t)
+        if offset == 0:
+            grad_weight[:, :, tap] = _conv2d_backward(grad_frames, x_frames, weight[:, :, tap], stride, padding, False)
+            continue
+        # Shifted pairs would cross sample boundaries in the (N * T) stack, so each sample is one call.
+        for i in range(n if lo < hi else 0):
+            grad_weight[:, :, tap] += _conv2d_backward(grad_samples[i, lo:hi], x_samples[i, lo + offset:hi + offset],
+                                                       weight[:, :, tap], stride, padding, False)
+    return grad_weight
+
+
 class _DepthwiseConv3dFunction(torch.autograd.Function):
-    """The stock depthwise ``conv3d`` forward with the gradients computed from per-tap 2D depthwise convs."""
+    """The stock depthwise ``conv3d`` forward (bit-identical outputs) with the fast gradients of
+    :func:`_input_grad` and :func:`_weight_grad`."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: tuple[int, int],
@@ -85,41 +165,11 @@ class _DepthwiseConv3dFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         stride, padding = ctx.conv2d
         need_input, need_weight, need_bias = ctx.needs_input_grad[:3]
-        n, c, t = x.shape[:3]
-        kt = weight.shape[2]
-        x_frames, grad_frames = _frames(x), _frames(grad)
-        x_samples, grad_samples = x_frames.unflatten(0, (n, t)), grad_frames.unflatten(0, (n, t))
-        grad_input = grad_input_time = None
-        grad_weight = torch.zeros_like(weight) if need_weight else None
-
-        def conv_backward(g: torch.Tensor, inp: torch.Tensor, tap: int, mask: tuple[bool, bool]):
-            return torch.ops.aten.convolution_backward(
-                g, inp, weight[:, :, tap], None, stride, padding, (1, 1), False, (0, 0), c, (*mask, False))
-
-        # Centre tap first: it pairs every output frame with the same input frame, so it runs as one call over the
-        # whole batch and its input gradient becomes the buffer the other taps are added to.
-        centre = kt // 2
-        for tap in [centre] + [k for k in range(kt) if k != centre]:
-            offset = tap - centre
-            lo, hi = _tap_range(offset, t)
-            if lo >= hi:  # a clip shorter than the kernel: this tap only ever reads padding
-                continue
-            if need_input:
-                tap_input = conv_backward(grad_frames, x_frames, tap, (True, False))[0]
-                if grad_input is None:
-                    grad_input, grad_input_time = tap_input, _in_time(tap_input, n)
-                else:  # input frame t + offset received output frame t's gradient through this tap
-                    grad_input_time[:, lo + offset:hi + offset] += _in_time(tap_input, n)[:, lo:hi]
-            if need_weight:
-                if offset == 0:
-                    grad_weight[:, :, tap] = conv_backward(grad_frames, x_frames, tap, (False, True))[1]
-                    continue
-                # Shifted pairs cross sample boundaries in the (N * T) stack, so each sample is one call.
-                for i in range(n):
-                    grad_weight[:, :, tap] += conv_backward(grad_samples[i, lo:hi],
-                                                            x_samples[i, lo + offset:hi + offset], tap, (False, True))[1]
-        if need_input:
-            grad_input = _clip(grad_input, n, x) if grad_input is not None else torch.zeros_like(x)
+        grad_frames = _frames(grad) if need_weight or stride != (1, 1) else None
+        grad_input = _input_grad(grad, grad_frames, x, weight, stride, padding) if need_input else None
+        grad_weight = None
+        if need_weight:
+            grad_weight = _weight_grad(grad_frames, _frames(x), weight, x.shape[0], stride, padding)
         grad_bias = grad.sum((0, 2, 3, 4)) if need_bias else None
         return grad_input, grad_weight, grad_bias, None, None
 
