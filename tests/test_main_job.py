@@ -66,6 +66,9 @@ def test_a_changed_step_or_dependency_is_not_done(tmp_path):
     step.command = ["python", "y"]
     assert not main_job.is_done(step, tmp_path, {"a": "id1"})  # other settings
     step.command = ["python", "x"]
+    step.settings = "another config digest"
+    assert not main_job.is_done(step, tmp_path, {"a": "id1"})  # an edited config file
+    step.settings = ""
     (tmp_path / "b" / "out").unlink()
     assert not main_job.is_done(step, tmp_path, {"a": "id1"})  # incomplete outputs
 

@@ -12,7 +12,8 @@
 Every step is one of the project's ordinary commands, run as a subprocess from the repository root and printed
 first, so any of them can be rerun by hand. Re-running resumes: a step is skipped when its record
 (``steps/<name>.json``) says it finished with the same command after the same runs of the steps it depends on, and
-its outputs are all there; otherwise its folder is cleared and it runs again, and so does everything after it.
+its outputs are all there; otherwise its folder is cleared and it runs again, and so does everything after it. The scratch fine-tuning, which does not
+need stage 1, runs in the background alongside it (its output goes to its folder's ``console.log``).
 ``--fresh`` clears the whole work dir first. ``--quick`` is the same pipeline on tiny data for one epoch each (the
 test suite's version); it is no measurement.
 
@@ -23,6 +24,7 @@ loader process uses the other core.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -62,15 +64,16 @@ class Plan:
     finetune_options: tuple[str, ...] = ()
 
 
-# The demo: about 4 minutes of stage 1 and 2 minutes per fine-tuning run on two busy CPU cores (docs/main_job.md).
-# The images are drawn at 32 px (stage 1's input size); the videos at 40 px, cropped to 32 px by the config.
+# The demo: about 4 minutes of stage 1 and 3 minutes per fine-tuning run on two busy CPU cores (docs/main_job.md).
+# The images are drawn at 48 px (stage 1's input size); the videos at 56 px (decord misreads 48 px widths), seen at
+# 48 px by the config.
 FULL = Plan(
-    image_classes=6, image_train_per_class=200, image_val_per_class=50, image_size=32,
-    video_shapes=4, video_train_per_class=40, video_val_per_class=10, video_frames=16, video_size=40,
+    image_classes=6, image_train_per_class=200, image_val_per_class=50, image_size=48,
+    video_shapes=4, video_train_per_class=40, video_val_per_class=10, video_frames=16, video_size=56,
     pretrain_flags=(
-        "--model", "v3d_x3d_s_224", "--img-size", "32", "--crop-pct", "1.0", "--batch-size", "32",
+        "--model", "v3d_x3d_s_224", "--img-size", "48", "--crop-pct", "1.0", "--batch-size", "32",
         "--epochs", "15", "--warmup-epochs", "1", "--opt", "lamb", "--lr", "8e-3", "--weight-decay", "0.02",
-        # mild crops: a crop of 8 % of a 32 px image (timm's default) often cuts the shape out
+        # mild crops: a crop of 8 % of a small image (timm's default) often cuts the shape out
         "--scale", "0.5", "1", "--color-jitter", "0", "--train-interpolation", "bicubic",
         "--workers", "1", "--checkpoint-hist", "1", "--seed", "0"))
 
@@ -89,13 +92,17 @@ QUICK = Plan(
 
 @dataclass
 class Step:
-    """One command of the job. ``folder`` is cleared before it runs; ``outputs`` must all exist afterwards."""
+    """One command of the job. ``folder`` is cleared before it runs; ``outputs`` must all exist afterwards.
+    ``settings`` digests what the command line does not show (a stage-2 step's merged config), so that editing a
+    config file reruns the steps that read it."""
     name: str
     title: str
     command: list[str]
     folder: Path
     outputs: list[Path]
     deps: tuple[str, ...] = ()
+    settings: str = ""
+    background: bool = False
 
 
 @dataclass
@@ -150,10 +157,14 @@ def run_options(run: str, base: list[str], checkpoint: Path) -> list[str]:
     return options
 
 
-def total_epochs(options: Sequence[str]) -> int:
-    from ..config import load_config
+def merged_config(options: Sequence[str]) -> tuple[int, str]:
+    """``(total_epochs, digest)`` of the demo config (with its ``_base_`` files) under ``options``."""
+    from ..config import load_config, to_plain
 
-    return int(load_config(REPO / CONFIG, options)["total_epochs"])
+    cfg = to_plain(dict(load_config(REPO / CONFIG, options)))
+    cfg.pop("filename", None)
+    digest = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=repr).encode()).hexdigest()
+    return int(cfg["total_epochs"]), digest
 
 
 def build_steps(work_dir: Path, plan: Plan) -> list[Step]:
@@ -172,24 +183,32 @@ def build_steps(work_dir: Path, plan: Plan) -> list[Step]:
             "--train-per-class", str(plan.video_train_per_class), "--val-per-class", str(plan.video_val_per_class),
             "--frames", str(plan.video_frames), "--size", str(plan.video_size), "--seed", "0"],
             videos, [videos / "synthetic.json"]),
-        Step("pretrain", "stage 1: image pre-training of X3D-S", py + [
-            "Image_Pre_Training/train.py", shown(images), *plan.pretrain_flags, "--output", shown(pretrain),
-            "--experiment", EXPERIMENT], pretrain, [best, pretrain / EXPERIMENT / "last.pth.tar"], ("images",)),
     ]
+    pretrain_step = Step("pretrain", "stage 1: image pre-training of X3D-S", py + [
+        "Image_Pre_Training/train.py", shown(images), *plan.pretrain_flags, "--output", shown(pretrain),
+        "--experiment", EXPERIMENT], pretrain, [best, pretrain / EXPERIMENT / "last.pth.tar"], ("images",))
     base = video_options(videos, plan)
+    train, test = {}, {}
     for run in RUNS:
         options = run_options(run, base, best)
         run_dir = work_dir / run
-        checkpoint = run_dir / "train" / f"epoch_{total_epochs(options)}.pth"
+        epochs, settings = merged_config(options)
+        checkpoint = run_dir / "train" / f"epoch_{epochs}.pth"
         scores = run_dir / "test" / "scores.json"
-        deps = ("videos", "pretrain") if run.startswith("pretrained") else ("videos",)
-        steps.append(Step(f"{run}_train", f"stage 2: fine-tune ({RUN_TITLES[run]})", py + [
+        pretrained = run.startswith("pretrained")
+        train[run] = Step(f"{run}_train", f"stage 2: fine-tune ({RUN_TITLES[run]})", py + [
             "Spatiotemporal_Finetuning/tools/train.py", CONFIG, "--work-dir", shown(run_dir / "train"), "--validate",
-            "--seed", "0", "--cfg-options", *options], run_dir / "train", [checkpoint], deps))
-        steps.append(Step(f"{run}_test", f"test, 2 clips x 3 crops ({RUN_TITLES[run]})", py + [
+            "--seed", "0", "--cfg-options", *options], run_dir / "train", [checkpoint],
+            ("videos", "pretrain") if pretrained else ("videos",), settings, background=not pretrained)
+        test[run] = Step(f"{run}_test", f"test, 2 clips x 3 crops ({RUN_TITLES[run]})", py + [
             "Spatiotemporal_Finetuning/tools/test.py", CONFIG, shown(checkpoint), "--out", shown(scores),
             "--eval", "top_k_accuracy", "mean_class_accuracy", "--cfg-options", *options],
-            run_dir / "test", [scores], (f"{run}_train",)))
+            run_dir / "test", [scores], (f"{run}_train",), settings)
+    # the scratch run needs no stage 1: it trains alongside it
+    steps += [train["scratch_sts"], pretrain_step]
+    for run in ("pretrained_sts", "pretrained_plain"):
+        steps += [train[run], test[run]]
+    steps.append(test["scratch_sts"])
     return steps
 
 
@@ -207,10 +226,11 @@ def read_record(work_dir: Path, name: str) -> Optional[dict[str, Any]]:
 
 
 def is_done(step: Step, work_dir: Path, dep_ids: dict[str, str]) -> bool:
-    """Finished before with this command, after these runs of its dependencies, and its outputs are there."""
+    """Finished before with this command and settings, after these runs of its dependencies, and its outputs are
+    there."""
     record = read_record(work_dir, step.name)
     return (record is not None and record.get("command") == step.command and record.get("deps") == dep_ids
-            and all(p.is_file() for p in step.outputs))
+            and record.get("settings", "") == step.settings and all(p.is_file() for p in step.outputs))
 
 
 def command_line(step: Step) -> str:
@@ -218,36 +238,87 @@ def command_line(step: Step) -> str:
     return f"{env} {shlex.join(step.command)}"
 
 
-def run_step(step: Step, work_dir: Path, number: int, count: int, log: StepLog) -> str:
-    """Run ``step`` unless it is done; returns its run id (new when it ran)."""
-    dep_ids = {d: (read_record(work_dir, d) or {}).get("run_id", "") for d in step.deps}
-    print(f"\n=== [{number}/{count}] {step.title} ===", flush=True)
-    if is_done(step, work_dir, dep_ids):
-        record = read_record(work_dir, step.name)
-        print(f"done before with the same settings ({record['seconds']:.0f} s then); skipped. Command:\n"
-              f"  {command_line(step)}", flush=True)
-        log.rows.append((step.name, step.title, "skipped", 0.0))
-        return record["run_id"]
-    record_path(work_dir, step.name).unlink(missing_ok=True)
-    if step.folder.exists():  # never mix two runs' files
-        shutil.rmtree(step.folder)
-    print(f"$ {command_line(step)}", flush=True)
-    start = time.perf_counter()
-    # every command is a Python one: run it with this interpreter, whichever way its path was printed
-    result = subprocess.run([sys.executable, *step.command[1:]], cwd=REPO, env={**os.environ, **thread_env()})
-    seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        raise MainJobError(f"step '{step.name}' failed (exit status {result.returncode}) after {seconds:.0f} s; "
-                           "its output is above. Fix the cause and run the main job again: finished steps are kept.")
-    missing = [shown(p) for p in step.outputs if not p.is_file()]
-    if missing:
-        raise MainJobError(f"step '{step.name}' finished but did not write {', '.join(missing)}")
-    run_id = uuid.uuid4().hex
-    record_path(work_dir, step.name).write_text(json.dumps(
-        {"command": step.command, "deps": dep_ids, "run_id": run_id, "seconds": round(seconds, 1)}, indent=1) + "\n")
-    print(f"({step.title}: {seconds:.0f} s)", flush=True)
-    log.rows.append((step.name, step.title, "ran", seconds))
-    return run_id
+@dataclass
+class Background:
+    """A step running alongside the next ones: its process, start time, console log and dependency run ids."""
+    step: Step
+    process: subprocess.Popen
+    start: float
+    console: Path
+    dep_ids: dict[str, str]
+
+
+class Runner:
+    """Runs the steps in order, skipping finished ones; a ``background`` step runs alongside the following steps
+    (on a two-core machine the scratch fine-tuning shares the CPU with stage 1, which it does not need) and is
+    waited for before any step that depends on it, and at the end."""
+
+    def __init__(self, work_dir: Path, count: int) -> None:
+        self.work_dir, self.count, self.log = work_dir, count, StepLog()
+        self.running: dict[str, Background] = {}
+
+    def run(self, step: Step, number: int) -> None:
+        for dep in step.deps:
+            if dep in self.running:
+                print(f"\n(waiting for {self.running[dep].step.title}, which runs in the background)", flush=True)
+                self.wait(dep)
+        dep_ids = {d: (read_record(self.work_dir, d) or {}).get("run_id", "") for d in step.deps}
+        where = " (in the background)" if step.background else ""
+        print(f"\n=== [{number}/{self.count}] {step.title}{where} ===", flush=True)
+        if is_done(step, self.work_dir, dep_ids):
+            record = read_record(self.work_dir, step.name)
+            print(f"done before with the same settings ({record['seconds']:.0f} s then); skipped. Command:\n"
+                  f"  {command_line(step)}", flush=True)
+            self.log.rows.append((step.name, step.title, "skipped", 0.0))
+            return
+        record_path(self.work_dir, step.name).unlink(missing_ok=True)
+        if step.folder.exists():  # never mix two runs' files
+            shutil.rmtree(step.folder)
+        print(f"$ {command_line(step)}", flush=True)
+        # every command is a Python one: run it with this interpreter, whichever way its path was printed
+        argv, env = [sys.executable, *step.command[1:]], {**os.environ, **thread_env()}
+        start = time.perf_counter()
+        if step.background:
+            step.folder.mkdir(parents=True)
+            console = step.folder / "console.log"
+            with open(console, "w") as out:
+                process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+            print(f"(its output goes to {shown(console)})", flush=True)
+            self.running[step.name] = Background(step, process, start, console, dep_ids)
+            return
+        returncode = subprocess.run(argv, cwd=REPO, env=env).returncode
+        self.finish(step, returncode, start, dep_ids, "its output is above")
+
+    def wait(self, name: str) -> None:
+        job = self.running.pop(name)
+        returncode = job.process.wait()
+        self.finish(job.step, returncode, job.start, job.dep_ids, f"its output is in {shown(job.console)}")
+
+    def wait_all(self) -> None:
+        for name in list(self.running):
+            print(f"\n(waiting for {self.running[name].step.title}, which runs in the background)", flush=True)
+            self.wait(name)
+
+    def stop_all(self) -> None:
+        """End the background steps this job started (on an error or Ctrl-C): no orphans keep training."""
+        for job in self.running.values():
+            job.process.terminate()
+            job.process.wait()
+        self.running.clear()
+
+    def finish(self, step: Step, returncode: int, start: float, dep_ids: dict[str, str], output: str) -> None:
+        seconds = time.perf_counter() - start
+        if returncode != 0:
+            raise MainJobError(f"step '{step.name}' failed (exit status {returncode}) after {seconds:.0f} s; "
+                               f"{output}. Fix the cause and run the main job again: finished steps are kept.")
+        missing = [shown(p) for p in step.outputs if not p.is_file()]
+        if missing:
+            raise MainJobError(f"step '{step.name}' finished but did not write {', '.join(missing)}")
+        record_path(self.work_dir, step.name).write_text(json.dumps(
+            {"command": step.command, "settings": step.settings, "deps": dep_ids, "run_id": uuid.uuid4().hex,
+             "seconds": round(seconds, 1)}, indent=1) + "\n")
+        print(f"({step.title}: {seconds:.0f} s)", flush=True)
+        self.log.rows.append((step.name, step.title, "ran", seconds))
 
 
 # ------------------------------------------------------------------------------------------------- summary
@@ -359,15 +430,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     work_dir = args.work_dir if args.work_dir.is_absolute() else REPO / args.work_dir
     plan = QUICK if args.quick else FULL
-    log = StepLog()
     start = time.perf_counter()
     try:
         prepare_work_dir(work_dir, args.fresh)
         steps = build_steps(work_dir, plan)
-        count = len(steps) + 1
-        for number, step in enumerate(steps, start=1):
-            run_step(step, work_dir, number, count, log)
-        print(f"\n=== [{count}/{count}] summary ===", flush=True)
+        runner = Runner(work_dir, len(steps) + 1)
+        try:
+            for number, step in enumerate(steps, start=1):
+                runner.run(step, number)
+            runner.wait_all()
+        finally:
+            runner.stop_all()
+        print(f"\n=== [{runner.count}/{runner.count}] summary ===", flush=True)
         summary = summarize(work_dir)
     except MainJobError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -377,7 +451,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(format_summary(summary))
     print(f"\nwrote {shown(work_dir / 'summary.json')} and {shown(work_dir / 'summary.png')}")
     print("\nwall time per step (this invocation):")
-    for name, title, state, seconds in log.rows:
+    for name, title, state, seconds in runner.log.rows:
         print(f"  {name:<22} {state:<8} {seconds:7.1f} s   {title}")
     print(f"  {'total':<22} {'':<8} {time.perf_counter() - start:7.1f} s", flush=True)
     return 0
