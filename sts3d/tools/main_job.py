@@ -11,9 +11,11 @@
 
 Every step is one of the project's ordinary commands, run as a subprocess from the repository root and printed
 first, so any of them can be rerun by hand. Re-running resumes: a step is skipped when its record
-(``steps/<name>.json``) says it finished with the same command after the same runs of the steps it depends on, and
-its outputs are all there; otherwise its folder is cleared and it runs again, and so does everything after it. The scratch fine-tuning, which does not
-need stage 1, runs in the background alongside it (its output goes to its folder's ``console.log``).
+(``steps/<name>.json``) says it finished with the same command (and merged config) after the same runs of the
+steps it depends on, and
+its outputs are all there; otherwise its folder is cleared and it runs again, and so does everything that depends
+on it. The scratch fine-tuning, which does not need stage 1, runs in the background alongside it (its output goes
+to its folder's ``console.log``).
 ``--fresh`` clears the whole work dir first. ``--quick`` is the same pipeline on tiny data for one epoch each (the
 test suite's version); it is no measurement.
 
@@ -31,6 +33,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -240,12 +243,23 @@ def command_line(step: Step) -> str:
 
 @dataclass
 class Background:
-    """A step running alongside the next ones: its process, start time, console log and dependency run ids."""
+    """A step running alongside the next ones: its process, start time, console log and dependency run ids; a
+    watcher thread notes when the process ends (the job may look at it only later)."""
     step: Step
     process: subprocess.Popen
     start: float
     console: Path
     dep_ids: dict[str, str]
+    end: Optional[float] = None
+    watcher: Optional[threading.Thread] = None
+
+    def watch(self) -> None:
+        def note_end() -> None:
+            self.process.wait()
+            self.end = time.perf_counter()
+
+        self.watcher = threading.Thread(target=note_end, daemon=True)
+        self.watcher.start()
 
 
 class Runner:
@@ -284,15 +298,17 @@ class Runner:
             with open(console, "w") as out:
                 process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
             print(f"(its output goes to {shown(console)})", flush=True)
-            self.running[step.name] = Background(step, process, start, console, dep_ids)
+            self.running[step.name] = job = Background(step, process, start, console, dep_ids)
+            job.watch()
             return
         returncode = subprocess.run(argv, cwd=REPO, env=env).returncode
-        self.finish(step, returncode, start, dep_ids, "its output is above")
+        self.finish(step, returncode, time.perf_counter() - start, dep_ids, "its output is above")
 
     def wait(self, name: str) -> None:
         job = self.running.pop(name)
-        returncode = job.process.wait()
-        self.finish(job.step, returncode, job.start, job.dep_ids, f"its output is in {shown(job.console)}")
+        job.watcher.join()
+        self.finish(job.step, job.process.returncode, job.end - job.start, job.dep_ids,
+                    f"its output is in {shown(job.console)}")
 
     def wait_all(self) -> None:
         for name in list(self.running):
@@ -306,8 +322,7 @@ class Runner:
             job.process.wait()
         self.running.clear()
 
-    def finish(self, step: Step, returncode: int, start: float, dep_ids: dict[str, str], output: str) -> None:
-        seconds = time.perf_counter() - start
+    def finish(self, step: Step, returncode: int, seconds: float, dep_ids: dict[str, str], output: str) -> None:
         if returncode != 0:
             raise MainJobError(f"step '{step.name}' failed (exit status {returncode}) after {seconds:.0f} s; "
                                f"{output}. Fix the cause and run the main job again: finished steps are kept.")
@@ -367,7 +382,7 @@ def val_curve(train_dir: Path) -> list[tuple[int, float]]:
 
 
 def plot_summary(summary: dict[str, dict[str, Any]], work_dir: Path, path: Path) -> None:
-    """Left: the three runs' test metrics as bars; right: their validation top-1 per epoch."""
+    """Left: the three runs' test metrics as bars; right: their validation top-1 per epoch (same colours)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.2))
@@ -385,8 +400,7 @@ def plot_summary(summary: dict[str, dict[str, Any]], work_dir: Path, path: Path)
     bars.set_xticks(range(len(METRICS)), labels)
     bars.set_ylim(0, 105)
     bars.set_ylabel("% of validation videos")
-    bars.set_title("test: 2 clips x 3 crops")
-    bars.legend(fontsize=8, loc="lower right")
+    bars.set_title("test: 2 clips x 3 crops")  # the runs' colours: the legend on the right
     curves.set_xlabel("epoch")
     curves.set_ylabel("val top-1 (%), 1 centre clip")
     curves.set_ylim(0, 105)
