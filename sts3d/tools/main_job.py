@@ -12,10 +12,9 @@
 Every step is one of the project's ordinary commands, run as a subprocess from the repository root and printed
 first, so any of them can be rerun by hand. Re-running resumes: a step is skipped when its record
 (``steps/<name>.json``) says it finished with the same command (and merged config) after the same runs of the
-steps it depends on, and
-its outputs are all there; otherwise its folder is cleared and it runs again, and so does everything that depends
-on it. The scratch fine-tuning, which does not need stage 1, runs in the background alongside it (its output goes
-to its folder's ``console.log``).
+steps it depends on, and its outputs are all there; otherwise its folder is cleared and it runs again, and so does
+everything that depends on it. The scratch fine-tuning, which does not need stage 1, runs in the background
+alongside it (its output goes to its folder's ``console.log``).
 ``--fresh`` clears the whole work dir first. ``--quick`` is the same pipeline on tiny data for one epoch each (the
 test suite's version); it is no measurement.
 
