@@ -173,3 +173,40 @@ def test_gradients_are_exact(mode, build):
     weight = conv.weight.detach().clone().requires_grad_()
     run = lambda inp, w: torch.func.functional_call(conv, {"weight": w}, (inp,))  # noqa: E731
     assert torch.autograd.gradcheck(run, (x, weight))
+
+
+# stride 1 and 2, even and odd sizes; the odd ones at stride 2 are where the faithful strided sequence does not fill
+# the output map (the line outputs are taken at the true strided positions)
+FAST_CASES = [(1, (6, 10)), (1, (5, 7)), (2, (8, 12)), (2, (6, 9)), (2, (7, 9)), (2, (5, 5))]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stride,size", FAST_CASES)
+def test_fast_depthwise_form_gradients_are_exact(mode, stride, size):
+    """The hand-written backward of the depthwise form (channels-last frames) against finite differences."""
+    torch.manual_seed(7)
+    conv = STSConv3d(4, 4, 3, stride=(1, stride, stride), padding=1, groups=4, bias=False, mode=mode,
+                     depthwise_impl="frames").double()
+    x = torch.randn(2, 4, 3, *size, dtype=torch.float64, requires_grad=True)
+    weight = conv.weight.detach().clone().requires_grad_()
+    run = lambda inp, w: torch.func.functional_call(conv, {"weight": w}, (inp,))  # noqa: E731
+    assert torch.autograd.gradcheck(run, (x, weight))
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("stride,size", FAST_CASES)
+@pytest.mark.parametrize("x_grad", [True, False])
+def test_fast_depthwise_form_equals_the_stock_one(mode, stride, size, x_grad):
+    """The fast form (``'auto'`` on CPU float32) against the stock convs (``'conv3d'``): outputs and gradients."""
+    torch.manual_seed(8)
+    fast = STSConv3d(12, 12, 3, stride=(1, stride, stride), padding=1, groups=12, mode=mode)
+    stock = STSConv3d(12, 12, 3, stride=(1, stride, stride), padding=1, groups=12, mode=mode,
+                      depthwise_impl="conv3d")
+    stock.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 12, 4, *size, requires_grad=x_grad)
+    out, expected = fast(x), stock(x)
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    grad = torch.randn_like(out)
+    wrt = lambda conv: ((x,) if x_grad else ()) + (conv.weight, conv.bias)  # noqa: E731
+    for a, b in zip(torch.autograd.grad(out, wrt(fast), grad), torch.autograd.grad(expected, wrt(stock), grad)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

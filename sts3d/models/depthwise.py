@@ -42,7 +42,7 @@ def is_depthwise(in_channels: int, out_channels: int, groups: int) -> bool:
 
 
 def _transposed(x: torch.Tensor) -> torch.Tensor:
-    """A contiguous ``(N, A, B)`` -> a contiguous ``(N, B, A)``.
+    """An ``(N, A, B)`` whose samples ``x[i]`` are contiguous -> a contiguous ``(N, B, A)``.
 
     One 2D transpose per sample: PyTorch copies a plain 2D transpose with a cache-blocked kernel, several times
     faster than its generic copy of the same permutation as a 3D (or 5D) tensor.
@@ -60,8 +60,8 @@ def _frames(x: torch.Tensor) -> torch.Tensor:
     frames. One copy, none when ``x`` is already channels-last 3D.
     """
     n, c, t, h, w = x.shape
-    if x.is_contiguous():
-        return _transposed(x.view(n, c, -1)).view(n * t, h, w, c).permute(0, 3, 1, 2)
+    if x.stride()[1:] == (t * h * w, h * w, w, 1):  # every sample contiguous (a channel slice of a contiguous clip)
+        return _transposed(x.flatten(2)).view(n * t, h, w, c).permute(0, 3, 1, 2)
     return x.permute(0, 2, 3, 4, 1).contiguous().view(n * t, h, w, c).permute(0, 3, 1, 2)
 
 

@@ -25,13 +25,14 @@ Two behaviours (``mode``):
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from .depthwise import DepthwiseImpl, check_depthwise_impl, depthwise_conv3d, use_frames_form
+from .depthwise import DepthwiseImpl, _frames, _input_grad, _weight_grad, check_depthwise_impl, use_frames_form
 
 STSMode = Literal["faithful", "aligned"]
 STS_MODES: tuple[str, ...] = ("faithful", "aligned")
@@ -81,6 +82,207 @@ def _depthwise_line(x: torch.Tensor, taps: torch.Tensor, stride: int, column_maj
     else:
         y = F.conv1d(seq, weight, padding=k // 2, groups=c * t).view(n, c, t, h, w)[..., ::stride, ::stride]
     return y.transpose(-1, -2) if column_major else y
+
+
+def _view_frames(frames: torch.Tensor, batch: int, rows: int, cols: int) -> torch.Tensor:
+    """A channels-last ``(B, C, H, W)`` stack viewed as ``(batch, C, rows, cols)`` in memory order (a view, still
+    channels-last; ``batch * rows * cols == B * H * W``). ``(B, C, 1, H * W)``: every frame as its row-major sequence;
+    ``(B * H, C, 1, W)``: every row of every frame as a sequence of its own."""
+    c = frames.shape[1]
+    return frames.permute(0, 2, 3, 1).reshape(batch, rows, cols, c).permute(0, 3, 1, 2)
+
+
+def _transpose_frames(frames: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` -> ``(B, C, W, H)`` channels-last, a copy: the columns of every frame become its rows."""
+    return frames.transpose(2, 3).contiguous(memory_format=torch.channels_last)
+
+
+def _write_clip(dst: torch.Tensor, frames: torch.Tensor) -> None:
+    """``dst[:] = frames`` from a channels-last ``(N * T, C, H, W)`` stack into an ``(N, C, T, H, W)`` ``dst`` whose
+    samples are contiguous (a channel slice of a contiguous clip), one 2D transpose per sample."""
+    n, c = dst.shape[:2]
+    rows = frames.permute(0, 2, 3, 1).reshape(n, -1, c)  # (N, T*H*W, C), a view
+    for i in range(n):
+        dst[i].view(c, -1).copy_(rows[i].t())
+
+
+class _Branch(NamedTuple):
+    """One 2D depthwise conv of the static half, ``conv2d(inp, kernel, stride, padding)``, on a channels-last view
+    ``inp`` of the frames ``(B, C, H, W)`` (or of their transposed copy ``(B, C, W, H)`` when ``transposed``) of
+    shape ``inp_grid``. A line branch's ``inp`` is ``(B', C, 1, L)``: sequences, each convolved by a ``1x9`` kernel.
+
+    Its output is viewed as the ``(B, C, *grid)`` map, every ``every[0]``-th row and ``every[1]``-th column taken (the
+    positions it computed but the output does not hold), and transposed back when ``transposed``: ``(B, C, H', W')``.
+    ``tap``: the temporal slice of the weight that ``kernel`` reads.
+    """
+    inp: torch.Tensor
+    kernel: torch.Tensor
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    grid: tuple[int, int]
+    every: tuple[int, int]
+    transposed: bool
+    inp_grid: tuple[int, int]
+    tap: int
+
+    @property
+    def frames(self) -> int:
+        return self.inp.shape[0] * self.inp.shape[2] * self.inp.shape[3] // (self.inp_grid[0] * self.inp_grid[1])
+
+    def output(self, y: torch.Tensor) -> torch.Tensor:
+        """The conv output ``y`` -> ``(B, C, H', W')`` (a view)."""
+        y = _view_frames(y, self.frames, *self.grid)[..., ::self.every[0], ::self.every[1]]
+        return y.transpose(2, 3) if self.transposed else y
+
+    def output_grad(self, grad: torch.Tensor) -> torch.Tensor:
+        """The transpose of :meth:`output`: a channels-last ``(B, C, H', W')`` gradient -> the conv output's."""
+        if self.transposed:
+            grad = _transpose_frames(grad)
+        if self.every != (1, 1):  # the computed positions that the output drops get no gradient
+            full = grad.new_zeros(grad.shape[0], *self.grid, grad.shape[1]).permute(0, 3, 1, 2)  # channels-last
+            full[..., ::self.every[0], ::self.every[1]] = grad
+            grad = full
+        kh, kw = self.kernel.shape[2:]
+        rows, cols = self.inp.shape[2:]
+        return _view_frames(grad, self.inp.shape[0], (rows + 2 * self.padding[0] - kh) // self.stride[0] + 1,
+                            (cols + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+
+    def input_grad(self, grad_inp: torch.Tensor) -> torch.Tensor:
+        """The conv's input gradient -> the frames' ``(B, C, H, W)`` (a view)."""
+        grad = _view_frames(grad_inp, self.frames, *self.inp_grid)
+        return grad.transpose(2, 3) if self.transposed else grad
+
+    def backward(self, grad: torch.Tensor, need_input: bool, need_weight: bool):
+        """``(d loss / d frames or None, d loss / d kernel as (C, 1, 3, 3) or None)`` from the output gradient."""
+        grad_out = self.output_grad(grad)
+        groups = self.kernel.shape[0]
+        if self.kernel.shape[2] == 3:  # the centre conv: oneDNN's channels-last 3x3 backward is fast for both
+            gi, gw, _ = torch.ops.aten.convolution_backward(grad_out, self.inp, self.kernel, None, self.stride,
+                                                            self.padding, (1, 1), False, (0, 0), groups,
+                                                            (need_input, need_weight, False))
+        else:
+            gi = gw = None
+            if need_input:
+                gi = torch.ops.aten.convolution_backward(grad_out, self.inp, self.kernel, None, self.stride,
+                                                         self.padding, (1, 1), False, (0, 0), groups,
+                                                         (True, False, False))[0]
+            if need_weight:
+                gw = _line_weight_grad(grad_out, self.inp, self.kernel, self.stride)
+        return (self.input_grad(gi) if need_input else None,
+                gw.reshape(groups, 1, 3, 3) if need_weight else None)
+
+
+def _padded_sequences(frames: torch.Tensor) -> torch.Tensor:
+    """Channels-last ``(B, C, H, W)`` -> ``(B, C, 1, H * (W + 4))``: each frame's rows, every one followed by 4 zeros,
+    as one sequence (a copy). A 9-tap line conv of it never reads across rows: row by row, the zero-padded conv."""
+    b, c, h, w = frames.shape
+    padded = frames.new_zeros(b, h, w + 4, c)
+    padded[:, :, :w] = frames.permute(0, 2, 3, 1)
+    return padded.view(b, 1, h * (w + 4), c).permute(0, 3, 1, 2)
+
+
+def _line_weight_grad(grad_out: torch.Tensor, inp: torch.Tensor, kernel: torch.Tensor,
+                      stride: tuple[int, int]) -> torch.Tensor:
+    """The weight gradient ``(C, 1, 1, 9)`` of the depthwise ``1x9`` conv ``conv2d(inp, kernel, stride, padding=(0,
+    4))`` with output gradient ``grad_out``, both channels-last.
+
+    oneDNN's weight gradient of a ``1x9`` conv is 2-6x slower than of the same conv laid out as ``9x1`` over one long
+    column ``(B, C, L, 1)``, which is a free transpose of the sequences ``(B, C, 1, L)``. Frames ``(B, C, H, W)`` at
+    stride 1 are made such sequences by :func:`_padded_sequences`; strided frames keep the ``1x9`` form.
+    """
+    if inp.shape[2] != 1 and stride == (1, 1):
+        grad_out, inp = _padded_sequences(grad_out), _padded_sequences(inp)
+    if inp.shape[2] != 1:
+        return torch.ops.aten.convolution_backward(grad_out, inp, kernel, None, stride, (0, 4), (1, 1), False, (0, 0),
+                                                   kernel.shape[0], (False, True, False))[1]
+    # as columns; views made by _view_frames, whose strides oneDNN takes as channels-last (a transpose's are not)
+    columns = [_view_frames(t, t.shape[0], t.shape[3], 1) for t in (grad_out, inp)]
+    grad_weight = torch.ops.aten.convolution_backward(*columns, kernel.view(-1, 1, 9, 1), None, stride[::-1], (4, 0),
+                                                      (1, 1), False, (0, 0), kernel.shape[0], (False, True, False))[1]
+    return grad_weight.view(kernel.shape)
+
+
+def _static_branches(frames: torch.Tensor, weight: torch.Tensor, stride: int, faithful: bool) -> list[_Branch]:
+    """The static half's convs (centre ``3x3``, width line, height line, in the order their outputs are summed).
+
+    frames: the static input channels, channels-last ``(N * T, C, H, W)``; weight: their ``(C, 1, 3, 3, 3)`` filters.
+    Every line is a ``1x9`` conv of sequences that are free views of channels-last frames: in the faithful mode each
+    frame's row-major sequence, strided by ``s * s``; in the aligned mode each row, strided by ``s``. The height
+    lines run on a transposed copy of the frames.
+    """
+    b, c, h, w = frames.shape
+    out = (_out_size(h, stride), _out_size(w, stride))
+    branches = [_Branch(frames, weight[:, :, 1], (stride, stride), (1, 1), out, (1, 1), False, (h, w), 1)]
+    transposed_frames = _transpose_frames(frames)
+    for tap, transposed in ((0, False), (2, True)):
+        src = transposed_frames if transposed else frames
+        rows, cols = src.shape[2:]
+        out_rows, out_cols = out[::-1] if transposed else out
+        line = weight[:, :, tap].reshape(c, 1, 1, 9)  # the 3x3 slice as 9 taps, row-major
+        if not faithful:  # a zero-padded 1x9 conv of the frames
+            branch = _Branch(src, line, (stride, stride), (0, 4), (out_rows, out_cols), (1, 1), transposed,
+                             (rows, cols), tap)
+        elif stride == 1 or (rows * cols - 1) // (stride * stride) + 1 == out_rows * out_cols:
+            branch = _Branch(_view_frames(src, b, 1, rows * cols), line, (1, stride * stride), (0, 4),
+                             (out_rows, out_cols), (1, 1), transposed, (rows, cols), tap)
+        else:  # odd sizes: the sequence conv at every position, then the true strided positions
+            branch = _Branch(_view_frames(src, b, 1, rows * cols), line, (1, 1), (0, 4), (rows, cols),
+                             (stride, stride), transposed, (rows, cols), tap)
+        branches.append(branch)
+    return branches
+
+
+class _STSDepthwiseFunction(torch.autograd.Function):
+    """The depthwise ``3x3x3`` STS conv (no bias) with fast CPU gradients.
+
+    Static half: its convs (:func:`_static_branches`) on channels-last frames ``(N * T, C / 2, H, W)``, where oneDNN
+    runs depthwise 2D convs and their gradients fast (PyTorch's NCHW depthwise backward is several times slower).
+    Dynamic half: the stock ``conv3d`` forward and the gradients of :mod:`sts3d.models.depthwise`. Both halves are
+    written into one output, and one input gradient, so there is no concatenation or slice-gradient copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int, faithful: bool) -> torch.Tensor:
+        n, c, t, h, w = x.shape
+        half = c // 2
+        branches = _static_branches(_frames(x[:, :half]), weight[:half], stride, faithful)
+        static = None
+        for b in branches:
+            y = b.output(F.conv2d(b.inp, b.kernel, stride=b.stride, padding=b.padding, groups=half))
+            static = y if static is None else static.add_(y)  # the first output is the centre conv's own buffer
+        out = x.new_empty(n, c, t, *static.shape[2:])
+        _write_clip(out[:, :half], static)
+        out[:, half:] = F.conv3d(x[:, half:], weight[half:], stride=(1, stride, stride), padding=1, groups=half)
+        ctx.save_for_backward(x, weight)
+        ctx.branches, ctx.stride = branches, stride
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        n, c = x.shape[:2]
+        half, stride = c // 2, (ctx.stride, ctx.stride)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad = grad.contiguous()
+        grad_x = x.new_empty(x.shape) if need_x else None
+        grad_w = weight.new_empty(weight.shape) if need_w else None
+        static_frames = _frames(grad[:, :half])
+        static_grad_x = None
+        for b in ctx.branches:
+            gi, gw = b.backward(static_frames, need_x, need_w)
+            if need_w:
+                grad_w[:half, :, b.tap] = gw
+            if need_x:
+                static_grad_x = gi if static_grad_x is None else static_grad_x.add_(gi)
+        x_dynamic, w_dynamic, grad_dynamic = x[:, half:], weight[half:], grad[:, half:]
+        dynamic_frames = _frames(grad_dynamic) if need_w or stride != (1, 1) else None
+        if need_x:
+            _write_clip(grad_x[:, :half], static_grad_x)
+            grad_x[:, half:] = _input_grad(grad_dynamic, dynamic_frames, x_dynamic, w_dynamic, stride, (1, 1))
+        if need_w:
+            grad_w[half:] = _weight_grad(dynamic_frames, _frames(x_dynamic), w_dynamic, n, stride, (1, 1))
+        return grad_x, grad_w, None, None
 
 
 def _shift(dst: torch.Tensor, src: torch.Tensor, offset: int, axis: str, accumulate: bool) -> None:
@@ -216,9 +418,11 @@ class STSConv3d(nn.Conv3d):
         return out
 
     def _depthwise(self, x: torch.Tensor) -> torch.Tensor:
-        half = self.out_channels // 2
         s = self.stride[1]
         faithful = self.mode == "faithful"
+        if use_frames_form(self.depthwise_impl, x):
+            return _STSDepthwiseFunction.apply(x, self.weight, s, faithful)
+        half = self.out_channels // 2
         x_static, x_dynamic = x[:, :half], x[:, half:]
         w_static = self.weight[:half, 0]  # (C/2, 3, 3, 3)
         lines = w_static.flatten(2)  # (C/2, 3, 9): each 3x3 slice flattened row-major
@@ -228,10 +432,7 @@ class STSConv3d(nn.Conv3d):
         static = static.view(n, half, t, *static.shape[-2:])
         static = static + _depthwise_line(x_static, lines[:, 0], s, column_major=False, faithful=faithful)
         static = static + _depthwise_line(x_static, lines[:, 2], s, column_major=True, faithful=faithful)
-        if use_frames_form(self.depthwise_impl, x):
-            dynamic = depthwise_conv3d(x_dynamic, self.weight[half:], stride=(s, s))
-        else:
-            dynamic = F.conv3d(x_dynamic, self.weight[half:], stride=(1, s, s), padding=1, groups=half)
+        dynamic = F.conv3d(x_dynamic, self.weight[half:], stride=(1, s, s), padding=1, groups=half)
         return torch.cat((static, dynamic), dim=1)
 
     def _temporal(self, x: torch.Tensor) -> torch.Tensor:
