@@ -74,7 +74,7 @@ FULL = Plan(
     video_shapes=4, video_train_per_class=40, video_val_per_class=10, video_frames=16, video_size=56,
     pretrain_flags=(
         "--model", "v3d_x3d_s_224", "--img-size", "48", "--crop-pct", "1.0", "--batch-size", "32",
-        "--epochs", "15", "--warmup-epochs", "1", "--opt", "lamb", "--lr", "8e-3", "--weight-decay", "0.02",
+        "--epochs", "20", "--warmup-epochs", "1", "--opt", "lamb", "--lr", "8e-3", "--weight-decay", "0.02",
         # mild crops: a crop of 8 % of a small image (timm's default) often cuts the shape out
         "--scale", "0.5", "1", "--color-jitter", "0", "--train-interpolation", "bicubic",
         "--workers", "1", "--checkpoint-hist", "1", "--seed", "0"))

@@ -63,7 +63,7 @@ data = dict(
 
 optimizer = dict(lr=0.01)  # image-pretrained + STS on this set: 0.05 / 0.02 gave 39 % / 73 % val top-1 (0.01: 81 %)
 lr_config = dict(warmup_iters=1)
-total_epochs = 8
+total_epochs = 10
 evaluation = dict(interval=1)
 checkpoint_config = dict(interval=100)  # epoch_<n>.pth only at the last epoch
 precise_bn = dict(num_iters=10, interval=8)  # once, before the last checkpoint
