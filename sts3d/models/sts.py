@@ -38,6 +38,11 @@ STSMode = Literal["faithful", "aligned"]
 STS_MODES: tuple[str, ...] = ("faithful", "aligned")
 
 
+# Frames at least this wide run the aligned lines as 1x9 and 9x1 convs of the frames; oneDNN's weight gradient of
+# a 9x1 conv of narrower frames is 3-5x slower than the column form of _line_weight_grad (measured, 1 thread).
+_WIDE = 16
+
+
 def _out_size(size: int, stride: int) -> int:
     """Output length of a kernel-3, padding-1 conv (every STS branch has this size)."""
     return (size - 1) // stride + 1
@@ -86,8 +91,8 @@ def _depthwise_line(x: torch.Tensor, taps: torch.Tensor, stride: int, column_maj
 
 def _view_frames(frames: torch.Tensor, batch: int, rows: int, cols: int) -> torch.Tensor:
     """A channels-last ``(B, C, H, W)`` stack viewed as ``(batch, C, rows, cols)`` in memory order (a view, still
-    channels-last; ``batch * rows * cols == B * H * W``). ``(B, C, 1, H * W)``: every frame as its row-major sequence;
-    ``(B * H, C, 1, W)``: every row of every frame as a sequence of its own."""
+    channels-last; ``batch * rows * cols == B * H * W``). ``(B, C, 1, H * W)``: every frame as its row-major
+    sequence."""
     c = frames.shape[1]
     return frames.permute(0, 2, 3, 1).reshape(batch, rows, cols, c).permute(0, 3, 1, 2)
 
@@ -109,7 +114,8 @@ def _write_clip(dst: torch.Tensor, frames: torch.Tensor) -> None:
 class _Branch(NamedTuple):
     """One 2D depthwise conv of the static half, ``conv2d(inp, kernel, stride, padding)``, on a channels-last view
     ``inp`` of the frames ``(B, C, H, W)`` (or of their transposed copy ``(B, C, W, H)`` when ``transposed``) of
-    shape ``inp_grid``. A line branch's ``inp`` is ``(B', C, 1, L)``: sequences, each convolved by a ``1x9`` kernel.
+    shape ``inp_grid``. A faithful line's ``inp`` is ``(B, C, 1, L)``: every frame as a sequence, convolved by a
+    ``1x9`` kernel; an aligned line's is the frames.
 
     Its output is viewed as the ``(B, C, *grid)`` map, every ``every[0]``-th row and ``every[1]``-th column taken (the
     positions it computed but the output does not hold), and transposed back when ``transposed``: ``(B, C, H', W')``.
@@ -125,13 +131,9 @@ class _Branch(NamedTuple):
     inp_grid: tuple[int, int]
     tap: int
 
-    @property
-    def frames(self) -> int:
-        return self.inp.shape[0] * self.inp.shape[2] * self.inp.shape[3] // (self.inp_grid[0] * self.inp_grid[1])
-
     def output(self, y: torch.Tensor) -> torch.Tensor:
         """The conv output ``y`` -> ``(B, C, H', W')`` (a view)."""
-        y = _view_frames(y, self.frames, *self.grid)[..., ::self.every[0], ::self.every[1]]
+        y = _view_frames(y, y.shape[0], *self.grid)[..., ::self.every[0], ::self.every[1]]
         return y.transpose(2, 3) if self.transposed else y
 
     def output_grad(self, grad: torch.Tensor) -> torch.Tensor:
@@ -149,7 +151,7 @@ class _Branch(NamedTuple):
 
     def input_grad(self, grad_inp: torch.Tensor) -> torch.Tensor:
         """The conv's input gradient -> the frames' ``(B, C, H, W)`` (a view)."""
-        grad = _view_frames(grad_inp, self.frames, *self.inp_grid)
+        grad = _view_frames(grad_inp, grad_inp.shape[0], *self.inp_grid)
         return grad.transpose(2, 3) if self.transposed else grad
 
     def backward(self, grad: torch.Tensor, need_input: bool, need_weight: bool):
@@ -167,39 +169,42 @@ class _Branch(NamedTuple):
                                                          self.padding, (1, 1), False, (0, 0), groups,
                                                          (True, False, False))[0]
             if need_weight:
-                gw = _line_weight_grad(grad_out, self.inp, self.kernel, self.stride)
-        return (self.input_grad(gi) if need_input else None,
-                gw.reshape(groups, 1, 3, 3) if need_weight else None)
+                gw = _line_weight_grad(grad_out, self.inp, self.kernel, self.stride, self.padding)
+        return self.input_grad(gi) if need_input else None, gw.view(groups, 1, 3, 3) if need_weight else None
 
 
 def _padded_sequences(frames: torch.Tensor) -> torch.Tensor:
     """Channels-last ``(B, C, H, W)`` -> ``(B, C, 1, H * (W + 4))``: each frame's rows, every one followed by 4 zeros,
     as one sequence (a copy). A 9-tap line conv of it never reads across rows: row by row, the zero-padded conv."""
     b, c, h, w = frames.shape
-    padded = frames.new_zeros(b, h, w + 4, c)
+    padded = frames.new_empty(b, h, w + 4, c)
     padded[:, :, :w] = frames.permute(0, 2, 3, 1)
+    padded[:, :, w:] = 0
     return padded.view(b, 1, h * (w + 4), c).permute(0, 3, 1, 2)
 
 
-def _line_weight_grad(grad_out: torch.Tensor, inp: torch.Tensor, kernel: torch.Tensor,
-                      stride: tuple[int, int]) -> torch.Tensor:
-    """The weight gradient ``(C, 1, 1, 9)`` of the depthwise ``1x9`` conv ``conv2d(inp, kernel, stride, padding=(0,
-    4))`` with output gradient ``grad_out``, both channels-last.
+def _line_weight_grad(grad_out: torch.Tensor, inp: torch.Tensor, kernel: torch.Tensor, stride: tuple[int, int],
+                      padding: tuple[int, int]) -> torch.Tensor:
+    """The weight gradient of the depthwise line conv ``conv2d(inp, kernel, stride, padding)`` (kernel ``1x9`` or
+    ``9x1``) with output gradient ``grad_out``, both channels-last; returned as ``(C, 1, 3, 3)``.
 
-    oneDNN's weight gradient of a ``1x9`` conv is 2-6x slower than of the same conv laid out as ``9x1`` over one long
-    column ``(B, C, L, 1)``, which is a free transpose of the sequences ``(B, C, 1, L)``. Frames ``(B, C, H, W)`` at
-    stride 1 are made such sequences by :func:`_padded_sequences`; strided frames keep the ``1x9`` form.
+    oneDNN's weight gradient of a ``1x9`` conv is 2-6x slower than that of the same conv laid out as ``9x1`` over
+    one long column ``(B, C, L, 1)``, a free view of the sequences ``(B, C, 1, L)``; ``9x1`` convs of small frames
+    (below 16 columns) are slow too. So sequences, and the ``1x9`` convs of small frames at stride 1 (made sequences
+    by :func:`_padded_sequences`, two copies), run as columns; the rest as they are.
     """
-    if inp.shape[2] != 1 and stride == (1, 1):
+    c = kernel.shape[0]
+    if inp.shape[2] != 1 and stride == (1, 1) and kernel.shape[2] == 1 and inp.shape[3] < _WIDE:
         grad_out, inp = _padded_sequences(grad_out), _padded_sequences(inp)
     if inp.shape[2] != 1:
-        return torch.ops.aten.convolution_backward(grad_out, inp, kernel, None, stride, (0, 4), (1, 1), False, (0, 0),
-                                                   kernel.shape[0], (False, True, False))[1]
+        grad_weight = torch.ops.aten.convolution_backward(grad_out, inp, kernel, None, stride, padding, (1, 1), False,
+                                                          (0, 0), c, (False, True, False))[1]
+        return grad_weight.reshape(c, 1, 3, 3)
     # as columns; views made by _view_frames, whose strides oneDNN takes as channels-last (a transpose's are not)
     columns = [_view_frames(t, t.shape[0], t.shape[3], 1) for t in (grad_out, inp)]
-    grad_weight = torch.ops.aten.convolution_backward(*columns, kernel.view(-1, 1, 9, 1), None, stride[::-1], (4, 0),
-                                                      (1, 1), False, (0, 0), kernel.shape[0], (False, True, False))[1]
-    return grad_weight.view(kernel.shape)
+    grad_weight = torch.ops.aten.convolution_backward(*columns, kernel.view(c, 1, 9, 1), None, stride[::-1], (4, 0),
+                                                      (1, 1), False, (0, 0), c, (False, True, False))[1]
+    return grad_weight.reshape(c, 1, 3, 3)
 
 
 def _static_branches(frames: torch.Tensor, weight: torch.Tensor, stride: int, faithful: bool) -> list[_Branch]:
@@ -213,20 +218,25 @@ def _static_branches(frames: torch.Tensor, weight: torch.Tensor, stride: int, fa
     b, c, h, w = frames.shape
     out = (_out_size(h, stride), _out_size(w, stride))
     branches = [_Branch(frames, weight[:, :, 1], (stride, stride), (1, 1), out, (1, 1), False, (h, w), 1)]
+    line = lambda tap: weight[:, :, tap].reshape(c, 1, 1, 9)  # noqa: E731 (the 3x3 slice as 9 taps, row-major)
+    if not faithful and (stride != 1 or min(h, w) >= _WIDE):  # zero-padded 1x9 and 9x1 convs of the frames
+        branches.append(_Branch(frames, line(0), (stride, stride), (0, 4), out, (1, 1), False, (h, w), 0))
+        branches.append(_Branch(frames, line(2).view(c, 1, 9, 1), (stride, stride), (4, 0), out, (1, 1), False,
+                                (h, w), 2))
+        return branches
     transposed_frames = _transpose_frames(frames)
     for tap, transposed in ((0, False), (2, True)):
         src = transposed_frames if transposed else frames
         rows, cols = src.shape[2:]
         out_rows, out_cols = out[::-1] if transposed else out
-        line = weight[:, :, tap].reshape(c, 1, 1, 9)  # the 3x3 slice as 9 taps, row-major
-        if not faithful:  # a zero-padded 1x9 conv of the frames
-            branch = _Branch(src, line, (stride, stride), (0, 4), (out_rows, out_cols), (1, 1), transposed,
-                             (rows, cols), tap)
+        if not faithful:  # small frames: 1x9 convs of the rows, the height line on transposed frames
+            branch = _Branch(src, line(tap), (1, 1), (0, 4), (out_rows, out_cols), (1, 1), transposed, (rows, cols),
+                             tap)
         elif stride == 1 or (rows * cols - 1) // (stride * stride) + 1 == out_rows * out_cols:
-            branch = _Branch(_view_frames(src, b, 1, rows * cols), line, (1, stride * stride), (0, 4),
+            branch = _Branch(_view_frames(src, b, 1, rows * cols), line(tap), (1, stride * stride), (0, 4),
                              (out_rows, out_cols), (1, 1), transposed, (rows, cols), tap)
         else:  # odd sizes: the sequence conv at every position, then the true strided positions
-            branch = _Branch(_view_frames(src, b, 1, rows * cols), line, (1, 1), (0, 4), (rows, cols),
+            branch = _Branch(_view_frames(src, b, 1, rows * cols), line(tap), (1, 1), (0, 4), (rows, cols),
                              (stride, stride), transposed, (rows, cols), tap)
         branches.append(branch)
     return branches
@@ -358,8 +368,9 @@ class _TemporalTapSum(torch.autograd.Function):
 class STSConv3d(nn.Conv3d):
     """A drop-in ``nn.Conv3d`` that computes the STS convolution with its own weight.
 
-    Built with the ``nn.Conv3d`` signature plus ``mode`` and ``depthwise_impl`` (how the dynamic half of the
-    depthwise form is computed, see :mod:`sts3d.models.depthwise`); use it as a conv type (see
+    Built with the ``nn.Conv3d`` signature plus ``mode`` and ``depthwise_impl`` (for the depthwise form, where
+    :mod:`sts3d.models.depthwise` would pick its fast conv: both halves with hand-written gradients, see
+    ``_STSDepthwiseFunction``; otherwise the stock convs); use it as a conv type (see
     ``sts3d.models.convs``). Input ``(N, C_in, T, H, W)``, output ``(N, C_out, T, H', W')``: the same shapes as the
     plain conv.
     """
