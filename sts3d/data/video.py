@@ -12,12 +12,14 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Protocol, Sequence, Union
+from typing import Any, Callable, Optional, Protocol, Sequence, Union
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .mp4 import SampleTable, read_sample_table
 from .sampling import sample_frame_indices
 from .transforms import (center_crop_box, crop_frames, random_resized_crop_box, resize_frames, resized_crops,
                          short_side_size, source_box, three_crop_boxes)
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)
 _MEAN, _STD = torch.tensor(MEAN).view(3, 1, 1, 1), torch.tensor(STD).view(3, 1, 1, 1)  # against (3, T, H, W)
+# (x - mean) / std for every uint8 x, per channel: (3, 256) float32, the same operations as on a clip
+_NORMALISED = torch.arange(256, dtype=torch.float32).expand(3, 1, 1, 256).sub(_MEAN).div(_STD).view(3, 256).numpy()
 
 
 class AnnotationError(ValueError):
@@ -104,22 +108,64 @@ class TorchcodecReader:
         return self._decoder.get_frames_at(list(indices)).data.numpy()
 
 
-class PyAVReader:
-    """FFmpeg through PyAV on one thread, doing only the decoding work the requested frames need.
+class FrameSizeChanged(RuntimeError):
+    """The decoder's frames are not the size the container announced; the reader has switched to the demuxer's
+    figures (``frame_shape`` is now right): ask again."""
 
-    Frame ``i`` is the ``i``-th packet in presentation order (decord's numbering). ``get`` feeds the decoder the
-    packets from the keyframe before the first requested frame up to the last requested one and then flushes it,
-    so nothing past the clip is decoded; the decoder skips every non-reference frame that is not requested (no
-    other frame is predicted from it, so the frames that come out are bit-identical to a full decode: on
-    x264's default B-frames that is about half the frames outside the clip and a quarter inside a 32x2 clip); and
-    only requested frames are converted to RGB (swscale, as decord does, one thread), straight into the output.
+
+class PyAVReader:
+    """FFmpeg through PyAV on one thread, doing only the work the requested frames need.
+
+    Frame ``i`` is the ``i``-th packet in presentation order (decord's numbering). For an MP4 / MOV file with an
+    H.264 track the frames are numbered from the ``moov`` box's sample tables (:mod:`sts3d.data.mp4`): no pass over
+    the file, no container opened, and ``get`` reads just the bytes of the packets it decodes into a decoder set up
+    as FFmpeg's demuxer would set it up (the ``avcC`` record, the ``colr`` tags). Any other file, or one whose tables
+    the parser does not take, is demuxed once with PyAV, which numbers the frames and keeps the packets.
+
+    ``get`` feeds the decoder the packets from the keyframe before the first requested frame up to the last
+    requested one and then flushes it, so nothing past the clip is decoded; the decoder skips every non-reference
+    frame that is not requested (no other frame is predicted from it, so the frames that come out are bit-identical
+    to a full decode: on x264's default B-frames that is about half the frames outside the clip and a quarter
+    inside a 32x2 clip); and only requested frames are converted to RGB (swscale, as decord does, one thread).
+    ``get_crops`` goes further for training: each frame's crop is resized (and mirrored) straight from the
+    converted frame into the clip, so no full-size RGB clip is ever assembled.
     """
 
+    _READ_AT_ONCE = 64 << 20  # packets spanning more bytes than this are read one by one
+
     def __init__(self, path: Path) -> None:
-        import av
         from av.video.reformatter import VideoReformatter
 
-        self._container = av.open(str(path))
+        self._path = path
+        table = read_sample_table(path)
+        if table is None:
+            self._open_demuxed()
+        else:
+            self._open_table(table)
+        self._reformatter = VideoReformatter()
+
+    def _open_table(self, table: SampleTable) -> None:
+        import av
+
+        self._table, self._packets = table, None
+        self._container = None
+        codec = av.CodecContext.create(table.codec, "r")
+        codec.extradata = table.extradata
+        codec.thread_type, codec.thread_count = "NONE", 1
+        if table.colour is not None:  # what FFmpeg copies from the container to the decoder
+            primaries, transfer, matrix, full_range = table.colour
+            codec.color_primaries, codec.color_trc, codec.colorspace = primaries, transfer, matrix
+            if full_range is not None:
+                codec.color_range = 2 if full_range else 1  # AVCOL_RANGE_JPEG / AVCOL_RANGE_MPEG
+        self._codec = codec
+        self._index(table.pts, table.keyframes)
+        self.frame_shape = (table.height, table.width)
+
+    def _open_demuxed(self) -> None:
+        import av
+
+        self._table = None
+        self._container = av.open(str(self._path))
         stream = self._container.streams.video[0]
         stream.thread_type = "NONE"
         self._codec = stream.codec_context
@@ -128,59 +174,140 @@ class PyAVReader:
         # Kinetics clip), so decoding needs neither a seek nor a second read of the file
         self._packets = [packet for packet in self._container.demux(stream)
                          if packet.size > 0 and packet.pts is not None]
-        pts = np.array([packet.pts for packet in self._packets], dtype=np.int64)
+        self._index(np.array([packet.pts for packet in self._packets], dtype=np.int64),
+                    np.array([packet.is_keyframe for packet in self._packets], dtype=bool))
+        self.frame_shape = (self._codec.height, self._codec.width)
+
+    def _index(self, pts: np.ndarray, keyframes: np.ndarray) -> None:
+        """Number the frames: ``pts`` and ``keyframes`` per packet in decoding order."""
         self._decode_position = np.argsort(pts, kind="stable")  # frame index -> packet position
         self._pts = pts[self._decode_position]  # frame index -> pts (sorted)
-        keyframes = np.array([packet.is_keyframe for packet in self._packets], dtype=bool)
         self._keyframe_indices = np.sort(np.searchsorted(self._pts, pts[keyframes]))
-        self._reformatter = VideoReformatter()
 
     def __len__(self) -> int:
-        return len(self._packets)
+        return len(self._pts)
 
     def get(self, indices: Sequence[int]) -> np.ndarray:
         """``(len(indices), H, W, 3)`` uint8 RGB, in ``indices`` order (repeats allowed)."""
+        for attempt in range(2):
+            out = np.empty((len(indices), *self.frame_shape, 3), dtype=np.uint8)
+
+            def store(pixels: np.ndarray, slots: list[int]) -> None:
+                for slot in slots:
+                    out[slot] = pixels
+
+            try:
+                self._read(indices, store)
+                return out
+            except FrameSizeChanged:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def get_crops(self, indices: Sequence[int], box: tuple[int, int, int, int], size: tuple[int, int],
+                  flip: bool = False) -> np.ndarray:
+        """``(len(indices), h, w, 3)`` uint8: the ``box`` (``x1, y1, x2, y2`` in pixels of ``frame_shape`` frames) of
+        each requested frame resized to ``size`` (OpenCV bilinear) and mirrored if ``flip``: what
+        :func:`~sts3d.data.transforms.resized_crops` gives on ``get``'s frames, without the full-size clip. Raises
+        :class:`FrameSizeChanged` (the box was drawn for the wrong size) if the decoder disagrees with the container
+        about the frame size."""
+        h, w = size
+        x1, y1, x2, y2 = box
+        out = np.empty((len(indices), h, w, 3), dtype=np.uint8)
+        scratch = np.empty((h, w, 3), dtype=np.uint8) if flip else None
+
+        def store(pixels: np.ndarray, slots: list[int]) -> None:
+            target = out[slots[0]]
+            if flip:
+                cv2.flip(cv2.resize(pixels[y1:y2, x1:x2], (w, h), dst=scratch, interpolation=cv2.INTER_LINEAR), 1,
+                         dst=target)
+            else:
+                cv2.resize(pixels[y1:y2, x1:x2], (w, h), dst=target, interpolation=cv2.INTER_LINEAR)
+            for slot in slots[1:]:
+                out[slot] = target
+
+        self._read(indices, store)
+        return out
+
+    def _read(self, indices: Sequence[int], store: Callable[[np.ndarray, list[int]], None]) -> None:
+        """Decode the frames ``indices`` names and hand each one, as an ``(H, W, 3)`` RGB view valid during the call,
+        to ``store`` with the output slots it fills."""
         indices = np.asarray(indices, dtype=np.int64)
         if indices.size == 0 or indices.min() < 0 or indices.max() >= len(self):
             raise IndexError(f"frame indices must lie in [0, {len(self)}), got {indices.tolist()}")
         slots: dict[int, list[int]] = {}
         for slot, pts in enumerate(self._pts[indices].tolist()):
             slots.setdefault(pts, []).append(slot)
-        out = np.empty((len(indices), self._codec.height, self._codec.width, 3), dtype=np.uint8)
         before = self._keyframe_indices[self._keyframe_indices <= indices.min()]
         start = int(self._decode_position[before[-1]]) if len(before) else 0
-        missing = self._decode(out, slots, start, int(self._decode_position[indices].max()), skip=True)
+        stop = int(self._decode_position[indices].max())
+        missing = self._decode(slots, store, start, stop, skip=True)
         if missing:  # a stream that does not start cleanly at that keyframe: decode everything up to the clip
-            missing = self._decode(out, slots, 0, int(self._decode_position[indices].max()), skip=False)
+            missing = self._decode(slots, store, 0, stop, skip=False)
         if missing:
             raise RuntimeError(f"frames {sorted(np.searchsorted(self._pts, list(missing)).tolist())} did not decode")
-        return out
 
-    def _decode(self, out: np.ndarray, slots: dict[int, list[int]], start: int, stop: int, skip: bool) -> set[int]:
-        """Decode packets ``start..stop`` (decode order) and flush, writing the requested frames into ``out``;
-        returns the pts of those that did not come out."""
+    def _packets_between(self, start: int, stop: int) -> list[Any]:
+        """The packets ``start..stop`` in decoding order (``av.Packet``)."""
+        if self._packets is not None:
+            return self._packets[start:stop + 1]
+        import av
+
+        table = self._table
+        offsets, sizes = table.offsets[start:stop + 1].tolist(), table.sizes[start:stop + 1].tolist()
+        first, end = min(offsets), max(o + n for o, n in zip(offsets, sizes))
+        packets = []
+        with open(self._path, "rb") as file:
+            if end - first <= self._READ_AT_ONCE:
+                file.seek(first)
+                data = memoryview(file.read(end - first))
+                chunks = [data[o - first:o - first + n] for o, n in zip(offsets, sizes)]
+            else:
+                chunks = []
+                for offset, size in zip(offsets, sizes):
+                    file.seek(offset)
+                    chunks.append(file.read(size))
+            if any(len(chunk) != size for chunk, size in zip(chunks, sizes)):
+                raise RuntimeError(f"{self._path}: truncated (packets past the end of the file)")
+        for position, chunk in enumerate(chunks, start):
+            packet = av.Packet(chunk)
+            packet.pts, packet.dts = int(table.pts[position]), int(table.dts[position])
+            packet.is_keyframe = bool(table.keyframes[position])
+            packets.append(packet)
+        return packets
+
+    def _decode(self, slots: dict[int, list[int]], store: Callable[[np.ndarray, list[int]], None], start: int,
+                stop: int, skip: bool) -> set[int]:
+        """Decode packets ``start..stop`` (decode order) and flush, storing the requested frames; returns the pts of
+        those that did not come out."""
         missing = set(slots)
         self._codec.flush_buffers()
-        for packet in self._packets[start:stop + 1]:
+        for packet in self._packets_between(start, stop):
             # the decoder reads skip_frame per packet: a non-reference frame nobody asked for is not decoded
             self._codec.skip_frame = "NONREF" if skip and packet.pts not in slots else "DEFAULT"
             for frame in self._codec.decode(packet):
-                self._store(frame, out, slots, missing)
+                self._convert(frame, slots, missing, store)
         self._codec.skip_frame = "DEFAULT"
         for frame in self._codec.decode(None):
-            self._store(frame, out, slots, missing)
+            self._convert(frame, slots, missing, store)
         return missing
 
-    def _store(self, frame: Any, out: np.ndarray, slots: dict[int, list[int]], missing: set[int]) -> None:
-        """Convert ``frame`` (an ``av.VideoFrame``) to RGB into its slots of ``out`` if it is still missing."""
+    def _convert(self, frame: Any, slots: dict[int, list[int]], missing: set[int],
+                 store: Callable[[np.ndarray, list[int]], None]) -> None:
+        """Convert ``frame`` (an ``av.VideoFrame``) to RGB and store it if it is still missing."""
         if frame.pts not in missing:
             return
+        if (frame.height, frame.width) != self.frame_shape:
+            if self._table is None:
+                raise RuntimeError(f"frame size {frame.width}x{frame.height} changes within the stream")
+            self._open_demuxed()  # let the demuxer (and the decoder) say what size the frames are
+            raise FrameSizeChanged(f"{self._path}: frames are {frame.width}x{frame.height}, not the container's "
+                                   f"{self.frame_shape[1]}x{self.frame_shape[0]}")
         missing.discard(frame.pts)
         rgb = self._reformatter.reformat(frame, format="rgb24", threads=1)
         plane = rgb.planes[0]
         pixels = np.frombuffer(plane, np.uint8).reshape(rgb.height, plane.line_size)[:, :rgb.width * 3]
-        for slot in slots[frame.pts]:
-            out[slot] = pixels.reshape(rgb.height, rgb.width, 3)
+        store(pixels.reshape(rgb.height, rgb.width, 3), slots[frame.pts])
 
 
 DECODERS = {"decord": DecordReader, "torchcodec": TorchcodecReader, "pyav": PyAVReader}
@@ -209,14 +336,22 @@ def to_tensor(frames: np.ndarray, clip_len: int, out: Optional[torch.Tensor] = N
     """``(K * clip_len, H, W, 3)`` uint8 -> normalised float ``(K, 3, clip_len, H, W)``, written into ``out`` if
     given (a slice of a sample's tensor, so views are not concatenated afterwards).
 
-    One strided copy converts and transposes, then two in-place passes normalise: about a fifth of the time of
-    converting, normalising and transposing out of place, with the same values (the same two float operations)."""
-    clip = torch.from_numpy(frames)
+    Each frame is split into its channels and each channel mapped through a 256-entry table straight into its
+    plane of ``out``: the table holds ``(x - mean) / std`` computed with the same two float32 operations as the
+    plain formula, so the values are identical, in about a third of the time of converting, normalising and
+    transposing the clip as a whole."""
     k, (h, w) = len(frames) // clip_len, frames.shape[1:3]
     if out is None:
         out = torch.empty((k, 3, clip_len, h, w), dtype=torch.float32)
-    out.copy_(clip.unflatten(0, (k, clip_len)).permute(0, 4, 1, 2, 3))
-    return out.sub_(_MEAN).div_(_STD)
+    if not out.is_contiguous():  # the table writes need contiguous planes
+        out.copy_(torch.from_numpy(frames).unflatten(0, (k, clip_len)).permute(0, 4, 1, 2, 3))
+        return out.sub_(_MEAN).div_(_STD)
+    planes = out.numpy()
+    for number, frame in enumerate(frames):
+        clip, t = divmod(number, clip_len)
+        for channel, values in enumerate(cv2.split(frame)):
+            cv2.LUT(values, _NORMALISED[channel], dst=planes[clip, channel, t])
+    return out
 
 
 @dataclass
@@ -295,6 +430,10 @@ class VideoDataset(Dataset):
         groups = 1 if self.test_mode else s.clips_per_decode
         indices = sample_frame_indices(len(reader), s.clip_len, s.frame_interval, s.num_clips * groups,
                                        test_mode=self.test_mode, rng=rng)
+        if not self.test_mode and s.fused_train_resize and groups == 1 and hasattr(reader, "get_crops"):
+            clips = self._decode_crops(reader, indices, rng)
+            if clips is not None:
+                return clips
         frames = read_frames(reader, indices)
         resized_shape = short_side_size(*frames.shape[1:3], s.short_side)
         if self.test_mode:
@@ -319,3 +458,23 @@ class VideoDataset(Dataset):
                 group = np.ascontiguousarray(group[:, :, ::-1]) if flip else group
             to_tensor(group, s.clip_len, out)
         return clips
+
+    def _decode_crops(self, reader: PyAVReader, indices: np.ndarray, rng: np.random.Generator
+                      ) -> Optional[torch.Tensor]:
+        """The fused training path with a reader that crops as it decodes: the box and flip are drawn from the
+        frame size the reader announces (the same draws, in the same order, as after decoding), and each frame's
+        crop is resized into the clip as soon as it is decoded. ``None`` (with ``rng`` put back) if the decoder
+        disagrees with the container about the frame size, for the caller's general path."""
+        s = self.settings
+        state = rng.bit_generator.state
+        shape = reader.frame_shape
+        resized_shape = short_side_size(*shape, s.short_side)
+        box = random_resized_crop_box(resized_shape, rng, s.area_range, s.aspect_ratio_range)
+        flip = s.flip and rng.random() < 0.5
+        try:
+            crops = reader.get_crops(indices, source_box(box, resized_shape, shape), (s.crop_size, s.crop_size),
+                                     flip)
+        except FrameSizeChanged:
+            rng.bit_generator.state = state
+            return None
+        return to_tensor(crops, s.clip_len, torch.empty((s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size)))
