@@ -106,7 +106,7 @@ def torchcodec_available(path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clips", type=int, default=20, help="train clips per video and variant")
-    parser.add_argument("--test-videos", type=int, default=2, help="multi-view test videos per variant")
+    parser.add_argument("--test-videos", type=int, default=2, help="multi-view test videos per variant (0: none)")
     parser.add_argument("--quick", action="store_true", help="5 clips and 1 test video: a smoke run")
     parser.add_argument("--videos", type=Path, default=VIDEOS)
     args = parser.parse_args()
@@ -138,6 +138,8 @@ def main() -> None:
         for name, seconds in totals.items():
             clips = args.clips * (4 if "4 clips" in name else 1)
             print(f"  {name:55s} {clips / seconds:6.2f} clips/s  ({clips / seconds / base:.2f}x)")
+    if args.test_videos <= 0:
+        return
     print(f"\nmulti-view test (10 clips x 3 crops, 32x2, short side 256, ThreeCrop 256), {args.test_videos} videos "
           f"per variant, interleaved; videos/s")
     test = ClipSettings(clip_len=CLIP_LEN, frame_interval=INTERVAL, num_clips=10, crop_size=256, test_crop="three")
