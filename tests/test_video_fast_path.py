@@ -3,6 +3,8 @@
 Videos are tiny H.264 files written with PyAV with x264's default B-frames (so non-reference frames exist and the
 skipping of their decoding is exercised) and short keyframe intervals (so clips cross keyframes).
 """
+from pathlib import Path
+
 import av
 import cv2
 import decord
@@ -13,8 +15,9 @@ import torch
 from sts3d.data.sampling import sample_frame_indices
 from sts3d.data.transforms import (crop_frames, random_resized_crop_box, resize_frames, resized_crops,
                                    short_side_size, source_box, three_crop_boxes)
+from sts3d.data.mp4 import read_sample_table
 from sts3d.data.video import (MEAN, STD, ClipSettings, PyAVReader, TorchcodecReader, VideoDataset, VideoRecord,
-                              open_video, read_frames)
+                              open_video, read_frames, to_tensor)
 
 
 def write_bframe_mp4(path, frames, gop):
@@ -159,3 +162,151 @@ def test_several_clips_from_one_decode(video, monkeypatch):
     test = VideoDataset([VideoRecord(video, 0, "x:1")], ClipSettings(clip_len=8, short_side=48, crop_size=48,
                                                                      clips_per_decode=4), test_mode=True)
     assert test[0][0].shape == (1, 3, 8, 48, 48)  # test views ignore it
+
+
+# ----------------------------------------------------------------------------------- the MP4 sample-table reader
+
+def write_video(path, frames, codec="libx264", options=None, container_options=None, colour=None):
+    """``frames`` -> ``path`` in the container its suffix names (PyAV / FFmpeg muxers)."""
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=25, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.thread_count = 1
+        for name, value in (colour or {}).items():
+            setattr(stream.codec_context, name, value)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.fixture(scope="module")
+def small_frames():
+    rng = np.random.default_rng(5)
+    t = np.arange(40)[:, None, None, None]
+    y, x = (grid[None, :, :, None] for grid in np.mgrid[:64, :96])
+    return ((x * 3 + t * 4) % 256 + (y * 2) % 64 + rng.integers(0, 30, (40, 64, 96, 3))).astype(np.uint8)
+
+
+def test_mp4_tables_give_the_demuxers_packets(video):
+    table = read_sample_table(video)
+    assert table is not None and table.codec == "h264" and (table.width, table.height) == (96, 64)
+    container = av.open(str(video))
+    stream = container.streams.video[0]
+    packets = [packet for packet in container.demux(stream) if packet.size > 0]
+    assert stream.codec_context.extradata == table.extradata
+    np.testing.assert_array_equal([p.pos for p in packets], table.offsets)
+    np.testing.assert_array_equal([p.size for p in packets], table.sizes)
+    np.testing.assert_array_equal([p.is_keyframe for p in packets], table.keyframes)
+    shift = table.pts - np.array([p.pts for p in packets])  # FFmpeg moves times by the edit list's start
+    assert len(set(shift.tolist())) == 1 and np.array_equal(table.dts - [p.dts for p in packets], shift)
+    with open(video, "rb") as file:
+        file.seek(int(table.offsets[7]))
+        assert file.read(int(table.sizes[7])) == bytes(packets[7])
+
+
+# (file name, encoder options, muxer options, colour tags, read from the tables?)
+CONTAINERS = [
+    ("bframes.mp4", {"bf": "3", "g": "12"}, None, None, True),
+    ("no_bframes.mp4", {"bf": "0", "g": "12"}, None, None, True),
+    ("faststart.mp4", {"bf": "3"}, {"movflags": "faststart"}, None, True),  # moov before mdat
+    ("tagged_bt709.mp4", {"bf": "3"}, None, {"colorspace": 1, "color_primaries": 1, "color_trc": 1}, True),
+    ("quicktime.mov", {"bf": "3"}, None, None, True),
+    ("fragmented.mp4", {"bf": "3"}, {"movflags": "frag_keyframe+empty_moov"}, None, False),
+    ("matroska.mkv", {"bf": "3"}, None, None, False),
+]
+
+
+@pytest.mark.parametrize("name,options,container_options,colour,from_tables", CONTAINERS)
+def test_pyav_reader_on_other_layouts_and_containers(tmp_path, small_frames, name, options, container_options,
+                                                     colour, from_tables):
+    path = write_video(tmp_path / name, small_frames, options=options, container_options=container_options,
+                       colour=colour)
+    assert (read_sample_table(path) is not None) == from_tables  # else demuxed
+    reader = PyAVReader(path)
+    assert len(reader) == len(decord.VideoReader(str(path))) == 40
+    for indices in (range(40), [39, 2, 2, 17]):
+        np.testing.assert_array_equal(reader.get(list(indices)), decord_frames(path, indices))
+
+
+def test_pyav_reader_demuxes_webm(tmp_path, small_frames):
+    path = write_video(tmp_path / "vp9.webm", small_frames[:12], codec="libvpx-vp9", options={"deadline": "realtime"})
+    assert read_sample_table(path) is None
+    np.testing.assert_array_equal(PyAVReader(path).get(range(12)), decord_frames(path, range(12)))
+
+
+def test_pyav_reader_on_the_synthetic_videos(tmp_path):
+    from sts3d.data.synthetic import render_video, write_mp4
+
+    path = tmp_path / "synthetic.mp4"
+    write_mp4(path, render_video(np.random.default_rng(1), "star", "bottom_to_top", 16, 96))
+    assert read_sample_table(path) is not None
+    np.testing.assert_array_equal(PyAVReader(path).get(range(16)), decord_frames(path, range(16)))
+
+
+BENCH_VIDEOS = sorted((Path(__file__).resolve().parents[2] / "shared" / "bench-videos").glob("*.mp4"))
+
+
+@pytest.mark.skipif(not BENCH_VIDEOS, reason="../shared/bench-videos not present")
+@pytest.mark.parametrize("path", BENCH_VIDEOS, ids=lambda path: path.stem)
+def test_pyav_frames_equal_decords_on_the_bench_videos(path):
+    reader = PyAVReader(path)
+    assert reader._table is not None and len(reader) == len(decord.VideoReader(str(path)))
+    for start in (0, 231):  # from the first keyframe; across the end of a gop30 and past gop250's second keyframe
+        indices = np.arange(start, start + 64, 2) % len(reader)
+        np.testing.assert_array_equal(reader.get(indices), decord_frames(path, indices))
+
+
+def _patched(source, target, find, offset, value):
+    """A copy of ``source`` with the big-endian 16-bit field ``offset`` bytes after the first ``find`` set."""
+    data = bytearray(source.read_bytes())
+    at = data.index(find, data.index(b"moov")) + offset
+    data[at:at + 2] = value.to_bytes(2, "big")
+    target.write_bytes(bytes(data))
+    return target
+
+
+def test_a_container_frame_size_the_decoder_contradicts(video, tmp_path):
+    """The avc1 box says 98 pixels wide, the bitstream 96: frames and training clips are still decord's / the
+    unpatched file's, through the demuxer."""
+    path = _patched(video, tmp_path / "wrong_width.mp4", b"avc1", 4 + 24, 98)
+    assert read_sample_table(path).width == 98
+    reader = PyAVReader(path)
+    assert reader.frame_shape == (64, 98)
+    np.testing.assert_array_equal(reader.get([3, 50]), decord_frames(video, [3, 50]))
+    assert reader.frame_shape == (64, 96) and reader._table is None
+    settings = ClipSettings(clip_len=8, frame_interval=2, short_side=48, crop_size=32)
+    for seed in range(3):
+        clips = [VideoDataset([VideoRecord(p, 0, "x:1")], settings, decoder="pyav").load(
+            VideoRecord(p, 0, "x:1"), np.random.default_rng(seed)) for p in (path, video)]
+        torch.testing.assert_close(clips[0], clips[1], rtol=0, atol=0)
+
+
+def test_inconsistent_tables_are_left_to_the_demuxer(video, tmp_path):
+    path = _patched(video, tmp_path / "short_stsz.mp4", b"stsz", 4 + 8 + 2, 89)  # 89 sizes for 90 samples
+    assert read_sample_table(path) is None
+    assert read_sample_table(tmp_path / "missing.mp4") is None
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    assert read_sample_table(tmp_path / "noise.mp4") is None
+
+
+@pytest.mark.parametrize("num_clips,interval", [(1, 2), (2, 2), (1, 4)])  # 32x4 loops over the 90 frames
+def test_train_clips_identical_with_every_decoder(video, num_clips, interval):
+    """The pyav reader's streaming path (crop, resize, flip, normalise as frames decode) against decord's frames
+    through the general path, same draws."""
+    settings = ClipSettings(clip_len=32, frame_interval=interval, num_clips=num_clips, short_side=48, crop_size=32)
+    record = VideoRecord(video, 0, "x:1")
+    for seed in range(4):
+        clips = [VideoDataset([record], settings, decoder=decoder).load(record, np.random.default_rng(seed))
+                 for decoder in ("decord", "pyav")]
+        torch.testing.assert_close(clips[0], clips[1], rtol=0, atol=0)
+
+
+def test_normalisation_tables_equal_the_formula():
+    frames = np.arange(256 * 3, dtype=np.int64).reshape(1, 16, 16, 3).astype(np.uint8)  # every value per channel
+    frames = np.concatenate([frames, frames[:, ::-1]])
+    expected = (torch.from_numpy(frames).float() - torch.tensor(MEAN)) / torch.tensor(STD)
+    expected = expected.permute(3, 0, 1, 2)[None]
+    torch.testing.assert_close(to_tensor(frames, 2), expected, rtol=0, atol=0)
+    strided = torch.empty((1, 2, 3, 16, 16)).transpose(1, 2)  # not contiguous: the plain formula's path
+    torch.testing.assert_close(to_tensor(frames, 2, strided), expected, rtol=0, atol=0)

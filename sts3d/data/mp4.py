@@ -267,5 +267,5 @@ def read_sample_table(path: Path) -> Optional[SampleTable]:
         if (table.offsets < 0).any() or (table.offsets + table.sizes > path.stat().st_size).any():
             raise _Unsupported("samples outside the file")
         return table
-    except (_Unsupported, struct.error, ValueError, IndexError):
+    except (_Unsupported, struct.error, ValueError, IndexError, OSError):
         return None
