@@ -175,6 +175,32 @@ def test_gradients_are_exact(mode, build):
     assert torch.autograd.gradcheck(run, (x, weight))
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_temporal_weight_is_tap_major_and_any_layout_gives_the_same_result(mode):
+    """The 3x1x1 form's weight is stored tap by tap, so its pointwise weight is a view and its gradient arrives in
+    the parameter's layout without a copy; a standard-layout weight (a user's, a loaded tensor) computes the same."""
+    torch.manual_seed(6)
+    conv = temporal(cin=5, cout=12, mode=mode)
+    w = conv.weight
+    assert w.shape == (12, 5, 3, 1, 1) and w.stride() == (5, 1, 60, 1, 1)
+    pointwise = w.permute(2, 0, 1, 3, 4).reshape(36, 5, 1, 1, 1)
+    assert pointwise.data_ptr() == w.data_ptr()  # a view: no copy of the weight per step
+    standard = temporal(cin=5, cout=12, mode=mode)
+    standard.weight = nn.Parameter(w.detach().contiguous())
+    x = torch.randn(2, 5, 4, 3, 6)
+    g = torch.randn(2, 12, 4, 3, 6)
+    conv(x).backward(g)
+    standard(x).backward(g)
+    assert torch.equal(conv(x), standard(x))
+    assert conv.weight.grad.stride() == w.stride()
+    torch.testing.assert_close(conv.weight.grad, standard.weight.grad, rtol=0, atol=1e-5)
+    # the layout survives loading, and the values round-trip through a plain conv's state_dict
+    plain = plain_copy(conv)
+    reloaded = temporal(cin=5, cout=12, mode=mode)
+    reloaded.load_state_dict(plain.state_dict())
+    assert reloaded.weight.stride() == w.stride() and torch.equal(reloaded.weight, w)
+
+
 # stride 1 and 2, even and odd sizes, frames narrower and wider than 16 (the aligned lines' two forms); the odd ones
 # at stride 2 are where the faithful strided sequence does not fill the output map (the line outputs are taken at
 # the true strided positions)
