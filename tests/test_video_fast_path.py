@@ -229,6 +229,25 @@ def test_pyav_reader_on_other_layouts_and_containers(tmp_path, small_frames, nam
         np.testing.assert_array_equal(reader.get(list(indices)), decord_frames(path, indices))
 
 
+def test_pyav_reader_with_an_audio_track_first(tmp_path, small_frames):
+    path = tmp_path / "with_audio.mp4"
+    rng = np.random.default_rng(2)
+    with av.open(str(path), "w") as container:
+        audio = container.add_stream("aac", rate=16000)  # the first track; its chunks interleave with the video's
+        stream = container.add_stream("libx264", rate=25, options={"bf": "3", "g": "10"})
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for number, frame in enumerate(small_frames):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            sound = av.AudioFrame.from_ndarray(rng.normal(0, 0.1, (1, 640)).astype(np.float32), format="fltp",
+                                               layout="mono")
+            sound.sample_rate, sound.pts = 16000, number * 640
+            container.mux(audio.encode(sound))
+        container.mux(stream.encode())
+        container.mux(audio.encode())
+    assert read_sample_table(path) is not None
+    np.testing.assert_array_equal(PyAVReader(path).get(range(40)), decord_frames(path, range(40)))
+
+
 def test_pyav_reader_demuxes_webm(tmp_path, small_frames):
     path = write_video(tmp_path / "vp9.webm", small_frames[:12], codec="libvpx-vp9", options={"deadline": "realtime"})
     assert read_sample_table(path) is None
