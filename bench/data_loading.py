@@ -6,7 +6,9 @@ order) and given the same start, so background load and keyframe distances hit a
 32x2 with the train transforms; figures are the mean over ``--clips`` clips per video (clips/s = clips / total s).
 
 Variants: the README's baseline (decord ``get_batch``, crop and resize each frame, flip); this project's loader
-(``VideoDataset.load``: decode, crop + resize, flip, normalise to float) with each decoder; the opt-in multi-clip mode
+(``VideoDataset.load``: decode, crop + resize, flip, normalise to float) with each decoder, and as the fine-tuning
+engine's workers run it (``normalize=False``: the same pixels as uint8, like the baseline's output; the engine
+normalises on the device, ``data.normalize_on_device``); the opt-in multi-clip mode
 (4 clips per decode); the decode floor (PyAV from the keyframe before the clip to its last frame, no RGB, packets
 demuxed beforehand: the README's limit) and the same with unrequested non-reference frames skipped (the pyav reader's
 decoding work alone). Test: 10 clips x ThreeCrop 256 at short side 256, every view from one decode against each
@@ -127,6 +129,9 @@ def main() -> None:
         for decoder in decoders:
             data = VideoDataset([record], train, decoder=decoder)
             variants[f"loader, {decoder}"] = lambda rng, data=data: data.load(record, rng)
+        for decoder in ("decord", "pyav"):  # what the engine's workers do: the same pixels, normalised on the device
+            data = VideoDataset([record], train, decoder=decoder, normalize=False)
+            variants[f"loader, {decoder}, uint8 (engine default)"] = lambda rng, data=data: data.load(record, rng)
         for decoder in ("decord", "pyav"):
             data = VideoDataset([record], multi, decoder=decoder)
             variants[f"loader, {decoder}, 4 clips per decode (opt-in)"] = lambda rng, data=data: data.load(record, rng)

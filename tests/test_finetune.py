@@ -38,9 +38,11 @@ def videos(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def x3d_run(videos, tmp_path_factory):
-    """One epoch of X3D-S + STS with validation and precise-BN (asked for 200 batches; the loader has 6)."""
+    """One epoch of X3D-S + STS with validation and precise-BN (asked for 200 batches; the loader has 6), in CPU
+    bf16 autocast (``bf16 = True``; the config's fp16 alone means float32 on a CPU)."""
     root = tmp_path_factory.mktemp("x3d")
-    cfg = tiny_config(root / "x3d_tiny.py", X3D_K400, videos, extra="precise_bn = dict(num_iters=200, interval=1)")
+    cfg = tiny_config(root / "x3d_tiny.py", X3D_K400, videos,
+                      extra="precise_bn = dict(num_iters=200, interval=1)\nbf16 = True")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert train_main([str(cfg), "--work-dir", str(root / "work"), "--validate", "--seed", "0"]) == 0
@@ -71,6 +73,7 @@ def test_training_writes_the_seed_checkpoints_logs_and_config(x3d_run):
     assert _model(work / "x3d_tiny.py").state_dict().keys() == _model(cfg).state_dict().keys()
     log_text = next(work.glob("*.log")).read_text()
     assert "precise-BN: statistics averaged over 6 batches" in log_text and "epoch 1/1" in log_text
+    assert "precision bfloat16" in log_text
 
 
 def test_multi_view_test_prints_the_table_and_writes_scores(x3d_run, tmp_path, capsys):

@@ -14,7 +14,7 @@ from sts3d.data.pipeline import PipelineError, clip_settings, num_segments
 from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
 from sts3d.engine.precise_bn import update_bn_stats
 from sts3d.engine.schedule import CosineWarmup
-from sts3d.engine.video_train import build_optimizer
+from sts3d.engine.video_train import Precision, build_optimizer
 from sts3d.models import create_backbone
 from sts3d.models.fuse import fuse_conv_bn
 
@@ -62,6 +62,11 @@ def test_config_settings_follow_the_spec(name):
     assert cfg.optimizer.momentum == 0.9 and cfg.optimizer.weight_decay == 1e-4
     assert cfg.optimizer_config.grad_clip == {"max_norm": 40, "norm_type": 2}
     assert cfg.lr_config.warmup_iters == 5 and cfg.fp16.loss_scale == 512.0 and cfg.load_from is None
+    # the seed's fp16 is a GPU setting: float32 on a CPU unless bf16 is asked for
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert Precision.from_config(cfg, cpu) == Precision(None, None)
+    assert Precision.from_config({**cfg, "bf16": True}, cpu) == Precision(torch.bfloat16, None)
+    assert Precision.from_config(cfg, cuda) == Precision(torch.float16, 512.0)
     assert num_segments(cfg.data.train.pipeline) == (None if k400 else clips)
 
 

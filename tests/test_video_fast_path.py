@@ -17,7 +17,7 @@ from sts3d.data.transforms import (crop_frames, random_resized_crop_box, resize_
                                    short_side_size, source_box, three_crop_boxes)
 from sts3d.data.mp4 import read_sample_table
 from sts3d.data.video import (MEAN, STD, ClipSettings, PyAVReader, TorchcodecReader, VideoDataset, VideoRecord,
-                              open_video, read_frames, to_tensor)
+                              normalize_clips, open_video, read_frames, to_tensor)
 
 
 def write_bframe_mp4(path, frames, gop):
@@ -329,3 +329,28 @@ def test_normalisation_tables_equal_the_formula():
     torch.testing.assert_close(to_tensor(frames, 2), expected, rtol=0, atol=0)
     strided = torch.empty((1, 2, 3, 16, 16)).transpose(1, 2)  # not contiguous: the plain formula's path
     torch.testing.assert_close(to_tensor(frames, 2, strided), expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("decoder,fused", [("decord", True), ("pyav", True), ("decord", False)])
+def test_uint8_clips_normalised_on_the_device_equal_the_float_clips(video, decoder, fused):
+    """``normalize=False`` (the engine's workers): the same pixels as uint8, which ``normalize_clips`` turns into
+    exactly the float clips of ``normalize=True``, for training clips (each path) and test views."""
+    record = VideoRecord(video, 0, "x:1")
+    train = ClipSettings(clip_len=8, frame_interval=2, num_clips=2, short_side=48, crop_size=32,
+                         fused_train_resize=fused)
+    test = ClipSettings(clip_len=8, frame_interval=2, num_clips=2, short_side=48, crop_size=48, test_crop="three")
+    for settings, test_mode in ((train, False), (test, True)):
+        for seed in range(3):
+            float_clips, raw = (VideoDataset([record], settings, test_mode, decoder, normalize=normalize)
+                                .load(record, np.random.default_rng(seed)) for normalize in (True, False))
+            assert raw.dtype == torch.uint8 and raw.shape == float_clips.shape and raw.is_contiguous()
+            assert normalize_clips(float_clips) is float_clips  # already normalised: untouched
+            torch.testing.assert_close(normalize_clips(raw), float_clips, rtol=0, atol=0)
+
+
+def test_uint8_to_tensor_keeps_the_pixels():
+    frames = np.random.default_rng(0).integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)
+    expected = torch.from_numpy(frames).unflatten(0, (2, 2)).permute(0, 4, 1, 2, 3)
+    for out in (torch.empty((2, 3, 2, 5, 6), dtype=torch.uint8),
+                torch.empty((2, 2, 3, 5, 6), dtype=torch.uint8).transpose(1, 2)):
+        assert torch.equal(to_tensor(frames, 2, out), expected)

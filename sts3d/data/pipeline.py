@@ -84,14 +84,22 @@ def num_segments(pipeline: Sequence[Mapping[str, Any]]) -> Optional[int]:
     return settings.num_clips if settings.clip_len == 1 else None
 
 
+def normalizes_on_device(data_cfg: Mapping[str, Any]) -> bool:
+    """``data.normalize_on_device`` (default ``True``): loaders hand over uint8 clips and the engine normalises them
+    on the device, with the same values as the pipeline's ``Normalize`` step in the loader (a quarter of the bytes
+    through worker queues and host-to-device copies, and no float work in the workers)."""
+    return bool(data_cfg.get("normalize_on_device", True))
+
+
 def build_dataset(split_cfg: Mapping[str, Any], split: str, num_classes: Optional[int],
-                  decoder: str = "decord", seed: int = 0) -> VideoDataset:
+                  decoder: str = "decord", seed: int = 0, normalize: bool = True) -> VideoDataset:
     """The dataset of ``data.<split>`` (``ann_file``, ``data_prefix``, ``pipeline``); labels are checked against
-    ``num_classes`` before anything trains."""
+    ``num_classes`` before anything trains. ``normalize=False``: uint8 clips, the pipeline's ``Normalize`` left
+    to the device (:func:`~sts3d.data.video.normalize_clips`)."""
     if split_cfg.get("type", "VideoDataset") != "VideoDataset":
         raise PipelineError(f"data.{split}.type must be 'VideoDataset', got {split_cfg.get('type')!r}")
     if decoder not in DECODERS:
         raise PipelineError(f"data.decoder must be one of {sorted(DECODERS)}, got {decoder!r}")
     settings, test_mode = clip_settings(split_cfg["pipeline"], f"data.{split}.pipeline")
     records = read_annotations(split_cfg["ann_file"], split_cfg.get("data_prefix") or "", num_classes)
-    return VideoDataset(records, settings, test_mode=test_mode, decoder=decoder, seed=seed)
+    return VideoDataset(records, settings, test_mode=test_mode, decoder=decoder, seed=seed, normalize=normalize)

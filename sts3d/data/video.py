@@ -309,9 +309,20 @@ def read_frames(reader: VideoReader, indices: np.ndarray) -> np.ndarray:
     return frames if len(unique) == len(indices) and np.array_equal(unique, indices) else frames[inverse]
 
 
+def normalize_clips(clips: torch.Tensor) -> torch.Tensor:
+    """uint8 clips ``(..., 3, T, H, W)`` (a loader's output with ``normalize=False``) -> float32 ``(x - mean) /
+    std``, on their device, with the same float32 operations as the loader's, so the values are identical.
+    Float clips (already normalised by the loader) are returned as they are."""
+    if clips.dtype != torch.uint8:
+        return clips
+    mean, std = (torch.tensor(v, dtype=torch.float32, device=clips.device).view(3, 1, 1, 1) for v in (MEAN, STD))
+    return clips.float().sub_(mean).div_(std)
+
+
 def to_tensor(frames: np.ndarray, clip_len: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``(K * clip_len, H, W, 3)`` uint8 -> normalised float ``(K, 3, clip_len, H, W)``, written into ``out`` if
-    given (a slice of a sample's tensor, so views are not concatenated afterwards).
+    given (a slice of a sample's tensor, so views are not concatenated afterwards). A uint8 ``out`` receives the
+    frames as they are, channels first (for :func:`normalize_clips` on the device).
 
     Each frame is split into its channels and each channel mapped through a 256-entry table straight into its
     plane of ``out``: the table holds ``(x - mean) / std`` computed with the same two float32 operations as the
@@ -322,7 +333,7 @@ def to_tensor(frames: np.ndarray, clip_len: int, out: Optional[torch.Tensor] = N
         out = torch.empty((k, 3, clip_len, h, w), dtype=torch.float32)
     if not out.is_contiguous():  # the table writes need contiguous planes
         out.copy_(torch.from_numpy(frames).unflatten(0, (k, clip_len)).permute(0, 4, 1, 2, 3))
-        return out.sub_(_MEAN).div_(_STD)
+        return out if out.dtype == torch.uint8 else out.sub_(_MEAN).div_(_STD)
     normalise = _Normaliser(out, clip_len)
     for slot, frame in enumerate(frames):
         normalise(frame, slot)
@@ -330,23 +341,30 @@ def to_tensor(frames: np.ndarray, clip_len: int, out: Optional[torch.Tensor] = N
 
 
 class _Normaliser:
-    """Writes frames (``(H, W, 3)`` uint8) normalised into their planes of a contiguous ``(K, 3, T, H, W)`` float
-    tensor: the channels split into reused buffers, then each through its table (see :func:`to_tensor`)."""
+    """Writes frames (``(H, W, 3)`` uint8) into their planes of a contiguous ``(K, 3, T, H, W)`` tensor: float, the
+    channels split into reused buffers, then each through its table (see :func:`to_tensor`); uint8, the channels
+    split straight into the planes."""
 
     def __init__(self, out: torch.Tensor, clip_len: int) -> None:
         self.planes, self.clip_len = out.numpy(), clip_len
+        self.raw = out.dtype == torch.uint8
         self.channels = [np.empty(out.shape[-2:], dtype=np.uint8) for _ in range(3)]
 
     def __call__(self, frame: np.ndarray, slot: int) -> None:
         clip, t = divmod(slot, self.clip_len)
-        for values, table, plane in zip(cv2.split(frame, self.channels), _NORMALISED, self.planes[clip, :, t]):
+        planes = self.planes[clip, :, t]
+        if self.raw:
+            for channel, plane in zip(cv2.split(frame, self.channels), planes):
+                plane[...] = channel
+            return
+        for values, table, plane in zip(cv2.split(frame, self.channels), _NORMALISED, planes):
             cv2.LUT(values, table, dst=plane)
 
 
 class TrainClipWriter:
-    """Turns decoded frames, one at a time, into a normalised training clip: the ``box`` (source pixels) of each
+    """Turns decoded frames, one at a time, into a training clip: the ``box`` (source pixels) of each
     frame resized to ``size`` (OpenCV bilinear), mirrored if ``flip``, normalised into ``out``
-    (``(K, 3, T, h, w)``, contiguous) at the frame's slot(s): the values of
+    (``(K, 3, T, h, w)``, contiguous; a uint8 ``out`` takes the pixels as they are) at the frame's slot(s): the values of
     :func:`~sts3d.data.transforms.resized_crops` then :func:`to_tensor`, while the frame is still in cache. A
     streaming reader (``PyAVReader.read``) calls it as each frame is decoded."""
 
@@ -395,13 +413,16 @@ class VideoDataset(Dataset):
     Training (``test_mode=False``): ``(clips (num_clips * clips_per_decode, 3, T, S, S), label, skipped)`` with
     random sampling and augmentation; a video that fails to decode is replaced by another one. Testing:
     ``(views (V, 3, T, S, S), label, skipped)`` with ``V = num_clips x crops`` in crop-major order (the seed's),
-    each video's views from one decode.
+    each video's views from one decode. Clips are normalised float32, or with ``normalize=False`` the same pixels
+    as uint8 (a quarter of the bytes to copy between processes and to the device), for :func:`normalize_clips` to
+    normalise on the device, as the fine-tuning engine does.
     """
     records: list[VideoRecord]
     settings: ClipSettings
     test_mode: bool = False
     decoder: str = "decord"
     seed: int = 0
+    normalize: bool = True
     skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -430,6 +451,10 @@ class VideoDataset(Dataset):
             if index is None:
                 raise RuntimeError("no video of the dataset could be decoded")
 
+    @property
+    def _dtype(self) -> torch.dtype:
+        return torch.float32 if self.normalize else torch.uint8
+
     def _skip(self, record: VideoRecord, error: Exception) -> None:
         self.skipped.append(str(record.path))
         message = f"skipping unreadable video {record.path} ({record.source}): {error}"
@@ -452,13 +477,14 @@ class VideoDataset(Dataset):
             frames = resize_frames(frames, resized_shape)
             boxes = (three_crop_boxes(resized_shape, s.crop_size) if s.test_crop == "three"
                      else [center_crop_box(resized_shape, s.crop_size)])
-            views = torch.empty((len(boxes) * s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size))
+            views = torch.empty((len(boxes) * s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size),
+                                dtype=self._dtype)
             for box, out in zip(boxes, views.split(s.num_clips)):
                 to_tensor(crop_frames(frames, box), s.clip_len, out)
             return views
         if not s.fused_train_resize:
             frames = resize_frames(frames, resized_shape)
-        clips = torch.empty((groups * s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size))
+        clips = torch.empty((groups * s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size), dtype=self._dtype)
         for group, out in zip(np.split(frames, groups), clips.split(s.num_clips)):
             box = random_resized_crop_box(resized_shape, rng, s.area_range, s.aspect_ratio_range)
             flip = s.flip and rng.random() < 0.5
@@ -483,7 +509,7 @@ class VideoDataset(Dataset):
         resized_shape = short_side_size(*shape, s.short_side)
         box = random_resized_crop_box(resized_shape, rng, s.area_range, s.aspect_ratio_range)
         flip = s.flip and rng.random() < 0.5
-        clips = torch.empty((s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size))
+        clips = torch.empty((s.num_clips, 3, s.clip_len, s.crop_size, s.crop_size), dtype=self._dtype)
         try:
             reader.read(indices, TrainClipWriter(source_box(box, resized_shape, shape), flip, clips, s.clip_len))
         except FrameSizeChanged:

@@ -19,8 +19,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, extract_state_dict, load_state, read_checkpoint
-from ..data.pipeline import build_dataset, num_segments
-from ..data.video import VideoDataset
+from ..data.pipeline import build_dataset, normalizes_on_device, num_segments
+from ..data.video import VideoDataset, normalize_clips
 from ..models.builder import build_recognizer
 from ..models.fuse import fuse_conv_bn
 from ..models.recognizer import Recognizer3D, average_clips
@@ -35,7 +35,8 @@ METRICS = ("top_k_accuracy", "mean_class_accuracy")
 def video_scores(model: Recognizer3D, views: torch.Tensor, max_views: Optional[int], average: str,
                  autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """Scores ``(K,)`` of one video from its views ``(V, C, T, H, W)`` (or ``(V * S, C, 1, H, W)`` one-frame
-    segments when the model folds ``S`` segments), run ``max_views`` views at a time."""
+    segments when the model folds ``S`` segments; uint8 views are normalised on the model's device), run
+    ``max_views`` views at a time."""
     x = views.unsqueeze(0)
     if model.num_segments is not None:
         x = model.fold_segments(x)
@@ -44,7 +45,7 @@ def video_scores(model: Recognizer3D, views: torch.Tensor, max_views: Optional[i
     device = next(model.parameters()).device
     logits = []
     for start in range(0, len(x), chunk):
-        part = x[start:start + chunk].to(device, non_blocking=True)
+        part = normalize_clips(x[start:start + chunk].to(device, non_blocking=True))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             logits.append(model.cls_head(model.backbone(part)).float())
     return average_clips(torch.cat(logits)[None], average)[0].cpu()
@@ -137,7 +138,8 @@ def run_test(cfg: Mapping[str, Any], opts: TestOptions, ctx: DistContext) -> dic
     """Test ``opts.checkpoint`` on ``data.test``; the primary process prints the table and writes ``--out``."""
     num_classes = cfg["model"]["cls_head"]["num_classes"]
     data = cfg["data"]
-    dataset = build_dataset(data["test"], "test", num_classes, data.get("decoder", "decord"))
+    dataset = build_dataset(data["test"], "test", num_classes, data.get("decoder", "decord"),
+                            normalize=not normalizes_on_device(data))
     model = build_recognizer({**cfg["model"], "num_segments": num_segments(data["test"]["pipeline"])})
     load_for_test(model, opts.checkpoint)
     if opts.fuse_conv_bn:

@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..checkpoint import load_pretrained, read_checkpoint, save_checkpoint
 from ..config import dump_config, to_plain
-from ..data.pipeline import build_dataset, num_segments
+from ..data.pipeline import build_dataset, normalizes_on_device, num_segments
+from ..data.video import normalize_clips
 from ..models.builder import build_recognizer
 from ..models.recognizer import Recognizer3D
 from .checkpoints import _link_atomic
@@ -68,15 +69,14 @@ class Precision:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], device: torch.device) -> "Precision":
         """``bf16=True``: bf16 autocast. ``fp16=dict(loss_scale=512.)`` (the seed's): fp16 autocast with that
-        static scale (``'dynamic'`` for a dynamic one) on CUDA; on a CPU it falls back to bf16 (CPU fp16 conv
-        kernels are slow and PyTorch offers them no loss scaler)."""
+        static scale (``'dynamic'`` for a dynamic one) on CUDA; on a CPU float32 (CPU fp16 conv kernels are slow
+        and have no loss scaler, and PyTorch's CPU bf16 conv3d can crash the process for some shapes, so CPU bf16
+        is only what ``bf16=True`` asks for)."""
         if cfg.get("bf16"):
             return cls(torch.bfloat16, None)
         fp16 = cfg.get("fp16")
-        if not fp16:
+        if not fp16 or device.type != "cuda":
             return cls(None, None)
-        if device.type != "cuda":
-            return cls(torch.bfloat16, None)
         scale = fp16.get("loss_scale", 512.0)
         return cls(torch.float16, None if scale == "dynamic" else float(scale))
 
@@ -178,7 +178,7 @@ class Trainer:
     channels_last: bool
 
     def to_device(self, clips: torch.Tensor) -> torch.Tensor:
-        clips = clips.to(self.ctx.device, non_blocking=True)
+        clips = normalize_clips(clips.to(self.ctx.device, non_blocking=True))
         if self.channels_last:  # (N, V, C, T, H, W): each view's clip NDHWC
             n, v = clips.shape[:2]
             clips = clips.flatten(0, 1).contiguous(memory_format=torch.channels_last_3d).unflatten(0, (n, v))
@@ -296,8 +296,9 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
     seed = resolve_seed(opts.seed if opts.seed is not None else cfg.get("seed"), ctx)
     resume_from = opts.resume_from or cfg.get("resume_from")
     resume = read_checkpoint(resume_from) if resume_from else None
-    train_set = build_dataset(data["train"], "train", num_classes, decoder, seed)
-    val_set = build_dataset(data["val"], "val", num_classes, decoder) if opts.validate else None
+    normalize = not normalizes_on_device(data)
+    train_set = build_dataset(data["train"], "train", num_classes, decoder, seed, normalize)
+    val_set = build_dataset(data["val"], "val", num_classes, decoder, normalize=normalize) if opts.validate else None
     if opts.test_last or opts.test_best:
         build_dataset(data["test"], "test", num_classes, decoder)  # fail now, not after training
     if opts.test_best and not opts.validate:

@@ -13,7 +13,8 @@ load_from = None  # the stage-1 checkpoint, e.g. --cfg-options load_from=output/
 resume_from = None
 workflow = [('train', 1)]
 find_unused_parameters = False
-# mixed precision: fp16 with the seed's static loss scale on GPUs; on a CPU this runs as bf16 autocast
+# mixed precision: fp16 with the seed's static loss scale on GPUs; on a CPU this runs in float32 (bf16 = True asks
+# for bf16 autocast there)
 fp16 = dict(loss_scale=512.)
 # speed switches of this project (docs/benchmarks.md): bf16 autocast instead of fp16, channels_last_3d memory
 # format, torch.compile of the training step
