@@ -2,9 +2,9 @@
 
 SGD with momentum and weight decay, gradient clipping, cosine schedule with per-iteration linear warm-up, mixed
 precision (fp16 with the config's static loss scale on CUDA, bf16 autocast on request; float32 on a CPU
-otherwise), precise-BN, validation every ``evaluation.interval`` epochs, and checkpoints with the seed's names at the top of the work dir
-(``epoch_<n>.pth`` every ``checkpoint_config.interval`` epochs and at the last, ``latest.pth`` after every epoch,
-``best_top1_acc_epoch_<n>.pth``), each written atomically. ``resume_from`` restores weights, optimizer, loss
+otherwise), precise-BN, validation every ``evaluation.interval`` epochs, and checkpoints with the seed's names at
+the top of the work dir (``epoch_<n>.pth`` every ``checkpoint_config.interval`` epochs and at the last,
+``latest.pth`` after every epoch, ``best_top1_acc_epoch_<n>.pth``), each written atomically. ``resume_from`` restores weights, optimizer, loss
 scaler, epoch, iteration and the best score.
 """
 from __future__ import annotations
