@@ -152,3 +152,22 @@ def test_fuse_conv_bn_keeps_outputs(name):
         fused = fuse_conv_bn(model)(x)
     torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, nn.BatchNorm3d) for m in model.modules())
+
+
+def test_test_views_go_one_at_a_time_on_a_cpu_and_batched_on_a_gpu():
+    from sts3d.engine.video_test import video_scores, views_per_forward
+    from sts3d.models import create_recognizer
+
+    assert views_per_forward(torch.device("cpu"), 10, 30) == 1
+    assert views_per_forward(torch.device("cuda"), 10, 30) == 10
+    assert views_per_forward(torch.device("cuda"), None, 30) == 30
+    torch.manual_seed(0)
+    model = create_recognizer("x3d_s", num_classes=3, sts=True).eval()
+    calls = []
+    model.backbone.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    views = torch.randint(0, 256, (4, 3, 4, 32, 32), dtype=torch.uint8)
+    one_by_one = video_scores(model, views, None, "prob")
+    assert calls == [1, 1, 1, 1]
+    batched = video_scores(model, views, None, "prob", chunk=4)
+    assert calls[4:] == [4]
+    torch.testing.assert_close(one_by_one, batched, rtol=1e-4, atol=1e-6)

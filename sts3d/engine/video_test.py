@@ -31,18 +31,25 @@ from .metrics import mean_class_accuracy, top_k_accuracy
 METRICS = ("top_k_accuracy", "mean_class_accuracy")
 
 
+def views_per_forward(device: torch.device, max_views: Optional[int], views: int) -> int:
+    """How many of a video's views go through the network at once: ``max_views`` (all when ``None``) on a GPU;
+    one on a CPU, where that is 2-2.6x faster than batching them (``bench/multiview_test.py``: large batches leave
+    the caches and fault in fresh memory at every layer)."""
+    return 1 if device.type == "cpu" else max_views or views
+
+
 @torch.no_grad()
 def video_scores(model: Recognizer3D, views: torch.Tensor, max_views: Optional[int], average: str,
-                 autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+                 autocast_dtype: Optional[torch.dtype] = None, chunk: Optional[int] = None) -> torch.Tensor:
     """Scores ``(K,)`` of one video from its views ``(V, C, T, H, W)`` (or ``(V * S, C, 1, H, W)`` one-frame
     segments when the model folds ``S`` segments; uint8 views are normalised on the model's device), run
-    ``max_views`` views at a time."""
+    ``chunk`` views at a time (default: :func:`views_per_forward`)."""
     x = views.unsqueeze(0)
     if model.num_segments is not None:
         x = model.fold_segments(x)
     x = x[0]
-    chunk = max_views or len(x)
     device = next(model.parameters()).device
+    chunk = chunk or views_per_forward(device, max_views, len(x))
     logits = []
     for start in range(0, len(x), chunk):
         part = normalize_clips(x[start:start + chunk].to(device, non_blocking=True))
