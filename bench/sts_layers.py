@@ -19,6 +19,7 @@ from torch import nn
 
 from sts3d.models import create_backbone, list_backbones
 from sts3d.models.sts import STSConv3d
+from sts_overhead import clip_shape  # the same clips as the whole-backbone benchmark
 
 
 def layer_inputs(name: str, frames: int, size: int) -> dict[str, tuple[int, ...]]:
@@ -32,9 +33,8 @@ def layer_inputs(name: str, frames: int, size: int) -> dict[str, tuple[int, ...]
         return hook
 
     hooks = [m.register_forward_hook(record(key)) for key, m in model.named_modules() if isinstance(m, STSConv3d)]
-    t = 32 if name.startswith("slowfast") else frames
     with torch.no_grad():
-        model(torch.randn(2, 3, t, size, size))
+        model(torch.randn(2, *clip_shape(name, frames, size)))
     for hook in hooks:
         hook.remove()
     return shapes

@@ -171,3 +171,17 @@ def test_test_views_go_one_at_a_time_on_a_cpu_and_batched_on_a_gpu():
     batched = video_scores(model, views, None, "prob", chunk=4)
     assert calls[4:] == [4]
     torch.testing.assert_close(one_by_one, batched, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_trainer_normalises_uint8_clips_on_the_device_in_the_asked_layout(channels_last):
+    from sts3d.data.video import normalize_clips
+    from sts3d.engine.distributed import DistContext
+    from sts3d.engine.video_train import Trainer
+
+    trainer = Trainer({}, DistContext(device=torch.device("cpu")), None, None, None, None, None, None, None, None,
+                      channels_last)
+    clips = torch.randint(0, 256, (2, 3, 3, 4, 5, 6), dtype=torch.uint8)  # (N, V, C, T, H, W)
+    out = trainer.to_device(clips)
+    assert out.dtype == torch.float32 and torch.equal(out, normalize_clips(clips))
+    assert out.flatten(0, 1).is_contiguous(memory_format=torch.channels_last_3d) == channels_last

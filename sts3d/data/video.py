@@ -364,9 +364,9 @@ class _Normaliser:
 class TrainClipWriter:
     """Turns decoded frames, one at a time, into a training clip: the ``box`` (source pixels) of each
     frame resized to ``size`` (OpenCV bilinear), mirrored if ``flip``, normalised into ``out``
-    (``(K, 3, T, h, w)``, contiguous; a uint8 ``out`` takes the pixels as they are) at the frame's slot(s): the values of
-    :func:`~sts3d.data.transforms.resized_crops` then :func:`to_tensor`, while the frame is still in cache. A
-    streaming reader (``PyAVReader.read``) calls it as each frame is decoded."""
+    (``(K, 3, T, h, w)``, contiguous; a uint8 ``out`` takes the pixels as they are) at the frame's slot(s): the
+    values of :func:`~sts3d.data.transforms.resized_crops` then :func:`to_tensor`, while the frame is still in
+    cache. A streaming reader (``PyAVReader.read``) calls it as each frame is decoded."""
 
     def __init__(self, box: tuple[int, int, int, int], flip: bool, out: torch.Tensor, clip_len: int) -> None:
         h, w = out.shape[-2:]

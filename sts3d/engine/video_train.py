@@ -4,8 +4,8 @@ SGD with momentum and weight decay, gradient clipping, cosine schedule with per-
 precision (fp16 with the config's static loss scale on CUDA, bf16 autocast on request; float32 on a CPU
 otherwise), precise-BN, validation every ``evaluation.interval`` epochs, and checkpoints with the seed's names at
 the top of the work dir (``epoch_<n>.pth`` every ``checkpoint_config.interval`` epochs and at the last,
-``latest.pth`` after every epoch, ``best_top1_acc_epoch_<n>.pth``), each written atomically. ``resume_from`` restores weights, optimizer, loss
-scaler, epoch, iteration and the best score.
+``latest.pth`` after every epoch, ``best_top1_acc_epoch_<n>.pth``), each written atomically. ``resume_from``
+restores weights, optimizer, loss scaler, epoch, iteration and the best score.
 """
 from __future__ import annotations
 
@@ -178,11 +178,11 @@ class Trainer:
     channels_last: bool
 
     def to_device(self, clips: torch.Tensor) -> torch.Tensor:
-        clips = normalize_clips(clips.to(self.ctx.device, non_blocking=True))
-        if self.channels_last:  # (N, V, C, T, H, W): each view's clip NDHWC
+        clips = clips.to(self.ctx.device, non_blocking=True)
+        if self.channels_last:  # (N, V, C, T, H, W): each view's clip NDHWC, relaid while still uint8
             n, v = clips.shape[:2]
             clips = clips.flatten(0, 1).contiguous(memory_format=torch.channels_last_3d).unflatten(0, (n, v))
-        return clips
+        return normalize_clips(clips)  # keeps the memory format
 
     def step(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step on device clips ``(N, V, C, T, H, W)``; returns the loss and logits ``(N, V, K)``."""
