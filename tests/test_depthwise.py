@@ -6,7 +6,8 @@ from torch import nn
 
 from sts3d.models import create_backbone
 from sts3d.models.convs import block_conv_type
-from sts3d.models.depthwise import DepthwiseConv3d, depthwise_conv3d, use_frames_form
+from sts3d.models.depthwise import DepthwiseConv3d, depthwise_conv3d, depthwise_form
+from sts3d.models import stencil
 from sts3d.models.sts import STSConv3d
 
 
@@ -67,7 +68,7 @@ def test_channels_last_input_keeps_its_layout():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("impl", ["auto", "frames", "conv3d"])
+@pytest.mark.parametrize("impl", ["auto", "frames", "conv3d", "stencil"])
 @pytest.mark.parametrize("kwargs", [dict(stride=(1, 2, 2), padding=1), dict(stride=1, padding=1, bias=True),
                                     dict(stride=(2, 1, 1), padding=1),  # temporal stride: the stock conv
                                     dict(stride=1, padding=(0, 1, 1))])  # no temporal padding: the stock conv
@@ -80,7 +81,8 @@ def test_module_is_a_conv3d_with_its_state_dict(impl, kwargs):
     assert isinstance(conv, nn.Conv3d) and list(conv.state_dict()) == list(plain.state_dict())
     x = torch.randn(2, 6, 4, 7, 8, requires_grad=True)
     out, expected = conv(x), plain(x)
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    exact = impl in ("frames", "conv3d") or "stencil" not in conv.forms  # the stock forward
+    torch.testing.assert_close(out, expected, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5)
     for a, b in zip(grads(out, (x, *conv.parameters())), grads(expected, (x, *plain.parameters()))):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
@@ -96,11 +98,13 @@ def test_refuses_a_dense_conv_and_an_unknown_impl():
 
 def test_auto_keeps_the_stock_conv_off_the_cpu_float_path():
     x = torch.zeros(1, 2, 1, 2, 2)
-    assert use_frames_form("auto", x) and use_frames_form("auto", x.double())
-    assert not use_frames_form("auto", x.bfloat16()) and not use_frames_form("conv3d", x)
-    assert use_frames_form("frames", x.bfloat16())
+    fast = "stencil" if stencil.available() else "frames"
+    assert depthwise_form("auto", x) == fast and depthwise_form("auto", x.double()) == "frames"
+    assert depthwise_form("auto", x.to(memory_format=torch.channels_last_3d).transpose(3, 4)) == "frames"
+    assert depthwise_form("auto", x.bfloat16()) == "conv3d" and depthwise_form("conv3d", x) == "conv3d"
+    assert depthwise_form("frames", x.bfloat16()) == "frames"
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not use_frames_form("auto", x)
+        assert depthwise_form("auto", x) == "conv3d"
 
 
 def test_conv_type_picks_the_depthwise_module():
@@ -111,17 +115,22 @@ def test_conv_type_picks_the_depthwise_module():
     assert type(sts) is STSConv3d and sts.mode == "aligned" and sts.depthwise_impl == "auto"
 
 
+@pytest.mark.parametrize("impl", ["frames", "stencil"])
 @pytest.mark.parametrize("mode", ["faithful", "aligned"])
 @pytest.mark.parametrize("stride,size", [(1, (6, 10)), (2, (8, 12)), (2, (7, 9))])
-def test_sts_dynamic_half_is_the_same(mode, stride, size):
+def test_sts_fast_forms_are_the_same(impl, mode, stride, size):
+    if impl == "stencil" and not stencil.available():
+        pytest.skip("the stencil extension could not be built here (no C++ compiler)")
     torch.manual_seed(5)
-    fast = STSConv3d(8, 8, 3, stride=(1, stride, stride), padding=1, groups=8, bias=False, mode=mode)
+    fast = STSConv3d(8, 8, 3, stride=(1, stride, stride), padding=1, groups=8, bias=False, mode=mode,
+                     depthwise_impl=impl)
     slow = STSConv3d(8, 8, 3, stride=(1, stride, stride), padding=1, groups=8, bias=False, mode=mode,
                      depthwise_impl="conv3d")
     slow.load_state_dict(fast.state_dict())
     x = torch.randn(2, 8, 3, *size, requires_grad=True)
     out, expected = fast(x), slow(x)
-    torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    exact = impl == "frames"  # its dynamic half is the stock conv; the stencil sums taps in its own order
+    torch.testing.assert_close(out, expected, rtol=0 if exact else 1e-5, atol=0 if exact else 1e-5)
     for a, b in zip(grads(out, (x, fast.weight)), grads(expected, (x, slow.weight))):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 

@@ -15,8 +15,12 @@ bit-identical to ``nn.Conv3d(groups=C)``, and computes the gradients with the ke
 * ``'conv3d'``: the stock ``nn.Conv3d`` forward and backward;
 * ``'frames'``: the stock forward and the backward above, wherever the conv is supported (temporal stride 1,
   temporal padding ``k_t // 2``, odd ``k_t``, no dilation, zero padding) and on any device;
-* ``'auto'`` (default): ``'frames'`` for float32 / float64 on the CPU outside autocast, else ``'conv3d'``. It was
-  measured on a 2-core CPU only (``docs/benchmarks.md``); on CUDA the stock conv is kept until measured there.
+* ``'stencil'``: the compiled CPU kernels of :mod:`sts3d.models.stencil` for forward and backward (float32, NCDHW;
+  odd kernels with padding ``k // 2``, temporal stride 1, equal spatial strides); faster still, same results to
+  float rounding;
+* ``'auto'`` (default): on the CPU outside autocast, ``'stencil'`` for a contiguous float32 input where the
+  extension is built, else ``'frames'`` for float32 / float64; elsewhere ``'conv3d'``. It was measured on a 2-core
+  CPU only (``docs/benchmarks.md``); on CUDA the stock conv is kept until measured there.
 """
 from __future__ import annotations
 
@@ -27,8 +31,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-DepthwiseImpl = Literal["auto", "conv3d", "frames"]
-DEPTHWISE_IMPLS: tuple[str, ...] = ("auto", "conv3d", "frames")
+from . import stencil
+
+DepthwiseImpl = Literal["auto", "conv3d", "frames", "stencil"]
+DEPTHWISE_IMPLS: tuple[str, ...] = ("auto", "conv3d", "frames", "stencil")
+Form = Literal["conv3d", "frames", "stencil"]
 
 
 def check_depthwise_impl(impl: str) -> None:
@@ -194,15 +201,28 @@ def frames_form_applies(conv: nn.Conv3d) -> bool:
             and conv.dilation == (1, 1, 1) and conv.padding_mode == "zeros")
 
 
-def use_frames_form(impl: DepthwiseImpl, x: torch.Tensor) -> bool:
-    """Whether ``impl`` computes a supported depthwise conv of ``x`` with :func:`depthwise_conv3d` (see the module
-    docstring for what ``'auto'`` picks)."""
-    if impl == "frames":
-        return True
-    if impl == "conv3d":
-        return False
-    return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled("cpu"))
+def stencil_form_applies(conv: nn.Conv3d) -> bool:
+    """Whether the stencil kernels compute ``conv``: the frames form's convs with odd spatial kernels, padding
+    ``k // 2`` and equal spatial strides."""
+    return (frames_form_applies(conv) and all(k % 2 == 1 and p == k // 2 for k, p in zip(conv.kernel_size,
+                                                                                          conv.padding))
+            and conv.stride[1] == conv.stride[2])
+
+
+def depthwise_form(impl: DepthwiseImpl, x: torch.Tensor) -> Form:
+    """The form that computes a depthwise conv of ``x`` under ``impl`` (see the module docstring), for a conv that
+    every form supports. An explicit ``'stencil'`` that cannot run raises (``RuntimeError``)."""
+    if impl in ("conv3d", "frames"):
+        return impl
+    cpu = x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    if impl == "stencil":
+        if not (cpu and x.dtype == torch.float32 and stencil.available()):
+            raise RuntimeError("depthwise_impl='stencil' needs float32 CPU tensors outside autocast and the built "
+                               "extension (sts3d.models.stencil.available())")
+        return "stencil"
+    if cpu and x.dtype == torch.float32 and x.is_contiguous() and stencil.available():
+        return "stencil"
+    return "frames" if cpu and x.dtype in (torch.float32, torch.float64) else "conv3d"
 
 
 class DepthwiseConv3d(nn.Conv3d):
@@ -222,13 +242,19 @@ class DepthwiseConv3d(nn.Conv3d):
             raise ValueError(f"DepthwiseConv3d needs groups == in_channels == out_channels, got "
                              f"({in_channels}, {out_channels}, groups={groups})")
         self.impl = impl
-        self.supported = frames_form_applies(self)
+        self.forms = {"conv3d", *(["frames"] if frames_form_applies(self) else []),
+                      *(["stencil"] if stencil_form_applies(self) else [])}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, impl={self.impl}"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.supported and use_frames_form(self.impl, x)):
-            return super().forward(x)
-        return depthwise_conv3d(x, self.weight, self.bias, self.stride[1:], self.padding[1:])
+        form = depthwise_form(self.impl, x)
+        if form not in self.forms:  # an explicit 'stencil' falls back like 'frames' does, to the nearest form
+            form = "frames" if "frames" in self.forms and form == "stencil" else "conv3d"
+        if form == "stencil":
+            return stencil.depthwise_stencil(x, self.weight, self.bias, self.stride[1])
+        if form == "frames":
+            return depthwise_conv3d(x, self.weight, self.bias, self.stride[1:], self.padding[1:])
+        return super().forward(x)
 

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from .depthwise import DepthwiseImpl, _frames, _input_grad, _weight_grad, check_depthwise_impl, use_frames_form
+from . import stencil
+from .depthwise import DepthwiseImpl, _frames, _input_grad, _weight_grad, check_depthwise_impl, depthwise_form
 
 STSMode = Literal["faithful", "aligned"]
 STS_MODES: tuple[str, ...] = ("faithful", "aligned")
@@ -382,9 +383,10 @@ def _tap_major(weight: torch.Tensor) -> torch.Tensor:
 class STSConv3d(nn.Conv3d):
     """A drop-in ``nn.Conv3d`` that computes the STS convolution with its own weight.
 
-    Built with the ``nn.Conv3d`` signature plus ``mode`` and ``depthwise_impl`` (for the depthwise form, where
-    :mod:`sts3d.models.depthwise` would pick its fast conv: both halves with hand-written gradients, see
-    ``_STSDepthwiseFunction``; otherwise the stock convs); use it as a conv type (see
+    Built with the ``nn.Conv3d`` signature plus ``mode`` and ``depthwise_impl`` (for the depthwise form, the form
+    :func:`sts3d.models.depthwise.depthwise_form` picks: ``'stencil'``, both halves in one compiled pass over the
+    planes, :func:`sts3d.models.stencil.sts_depthwise_stencil`; ``'frames'``, both halves with hand-written
+    gradients, ``_STSDepthwiseFunction``; otherwise the stock convs); use it as a conv type (see
     ``sts3d.models.convs``). Input ``(N, C_in, T, H, W)``, output ``(N, C_out, T, H', W')``: the same shapes as the
     plain conv.
     """
@@ -447,7 +449,10 @@ class STSConv3d(nn.Conv3d):
     def _depthwise(self, x: torch.Tensor) -> torch.Tensor:
         s = self.stride[1]
         faithful = self.mode == "faithful"
-        if use_frames_form(self.depthwise_impl, x):
+        form = depthwise_form(self.depthwise_impl, x)
+        if form == "stencil":
+            return stencil.sts_depthwise_stencil(x, self.weight, s, faithful)
+        if form == "frames":
             return _STSDepthwiseFunction.apply(x, self.weight, s, faithful)
         half = self.out_channels // 2
         x_static, x_dynamic = x[:, :half], x[:, half:]

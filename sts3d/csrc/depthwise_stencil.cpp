@@ -1,0 +1,362 @@
+// Depthwise convolutions of one (T, H, W) plane per (sample, channel), as sums of "branches": small tap lists
+// (dt, dy, dx) run over a zero-padded, stride-phase-split copy of the plane, so that every tap is one contiguous
+// multiply-add loop over the whole plane. A branch can read the frame as it is, as one row-major sequence, or its
+// transpose, and can map its output positions onto the plane's output (every n-th position, transposed), which is
+// what the STS static half's line kernels need. The stock 3x3x3 depthwise conv is a single branch of 27 taps.
+//
+// Tensors are NCDHW float32 (contiguous); weights (C, K) with a column index per tap. Forward and backward are
+// parallel over planes (forward) and over channels (backward, so each thread owns its channels' weight gradient).
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+namespace {
+
+// GCC / Clang vector of 16 floats, any alignment: AVX-512 registers with -march=native on such CPUs, split into
+// narrower ones elsewhere.
+typedef float vf __attribute__((vector_size(64), aligned(4), may_alias));
+constexpr int64_t kLanes = 16, kBlock = 4 * kLanes;  // outputs per register block
+inline vf load(const float* p) { return *reinterpret_cast<const vf*>(p); }
+inline void store(float* p, vf v) { *reinterpret_cast<vf*>(p) = v; }
+inline int64_t blocks(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
+
+// One branch on a plane of T frames of H x W.
+struct Branch {
+  bool transpose_in, sequence, transpose_out;
+  int64_t sh, sw, pt, ph, pw;
+  int64_t rows, cols;            // the branch's input frame: (H, W), (W, H), or a sequence (1, H * W)
+  int64_t out_rows, out_cols;    // its valid output grid
+  int64_t view_cols, every_r, every_c;  // the output viewed with view_cols columns, every n-th row / column taken
+  int64_t PR, PC, F, plen, olen;        // padded phase rows / columns, frame and buffer lengths
+  int64_t margin;                       // zeros before an output-grid buffer (the transposed stencil reads there)
+  std::vector<int64_t> tap_at, tap_col;  // per tap: buffer offset (phase + shift), weight column
+  struct Run { int64_t out, grid, len; };
+  std::vector<Run> runs;                 // a frame's output positions [out, out + len) are grid [grid, grid + len)
+
+  Branch(const std::vector<int64_t>& s, int64_t T, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+    transpose_in = s[0]; sequence = s[1]; sh = s[2]; sw = s[3]; pt = s[4]; ph = s[5]; pw = s[6];
+    out_rows = s[7]; out_cols = s[8]; view_cols = s[9]; every_r = s[10]; every_c = s[11]; transpose_out = s[12];
+    TORCH_CHECK(s.size() >= 14 && s.size() == 14 + 4 * static_cast<size_t>(s[13]), "depthwise stencil: bad branch spec");
+    const int64_t K = s[13];
+    rows = transpose_in ? W : H;
+    cols = transpose_in ? H : W;
+    if (sequence) { cols = rows * cols; rows = 1; }
+    // Unstrided, the zeros after a row (frame) are also the zeros before the next: ph rows and pw columns suffice
+    PR = out_rows + (sh == 1 ? ph : (2 * ph) / sh);
+    PC = out_cols + (sw == 1 ? pw : (2 * pw) / sw);
+    F = PR * PC;
+    olen = T * F;
+    plen = blocks((T + 2 * pt + 1) * F);  // a spare frame: reads of the junk grid positions past the last frame
+    margin = blocks((2 * pt + 1) * F);
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t dt = s[14 + 4 * k] + pt, dy = s[15 + 4 * k] + ph, dx = s[16 + 4 * k] + pw;
+      tap_at.push_back(((dy % sh) * sw + dx % sw) * plen + dt * F + (dy / sh) * PC + dx / sw);
+      tap_col.push_back(s[17 + 4 * k]);
+    }
+    for (int64_t ho = 0; ho < Ho; ++ho) for (int64_t wo = 0; wo < Wo; ++wo) {
+      const int64_t a = transpose_out ? wo : ho, b = transpose_out ? ho : wo;
+      const int64_t m = a * every_r * view_cols + b * every_c;  // index in the valid output, row-major
+      TORCH_CHECK(m < out_rows * out_cols, "depthwise stencil: a branch's output does not cover the output map");
+      const int64_t out = ho * Wo + wo, grid = (m / out_cols) * PC + m % out_cols;
+      if (!runs.empty() && runs.back().out + runs.back().len == out && runs.back().grid + runs.back().len == grid)
+        ++runs.back().len;
+      else
+        runs.push_back({out, grid, 1});
+    }
+  }
+  int64_t phases_len() const { return sh * sw * plen + kBlock; }  // room for a register block's reads
+  int64_t grid_len() const { return margin + blocks(olen) + plen + kBlock; }
+};
+
+// The phase columns [j0, j1) of phase column offset c that hold input columns (j * sw + c - pw in [0, cols)).
+inline std::pair<int64_t, int64_t> phase_columns(const Branch& b, int64_t c) {
+  const int64_t j0 = std::max<int64_t>(0, (b.pw - c + b.sw - 1) / b.sw);
+  const int64_t last = b.cols - 1 - c + b.pw;  // the last input column's position, times sw
+  const int64_t j1 = last < 0 ? 0 : std::min<int64_t>(b.PC, last / b.sw + 1);
+  return {j0, std::max(j0, j1)};
+}
+
+// src: T frames of rows x cols (contiguous) -> the phases' unpadded part (P's padding stays zero)
+void to_phases(const float* src, float* P, const Branch& b, int64_t T) {
+  for (int64_t a = 0; a < b.sh; ++a) for (int64_t c = 0; c < b.sw; ++c) {
+    float* phase = P + (a * b.sw + c) * b.plen;
+    const auto [j0, j1] = phase_columns(b, c);
+    const int64_t sw = b.sw, shift = c - b.pw;
+    for (int64_t t = 0; t < T; ++t) for (int64_t i = 0; i < b.PR; ++i) {
+      const int64_t r = i * b.sh + a - b.ph;
+      if (r < 0 || r >= b.rows) continue;
+      const float* s = src + (t * b.rows + r) * b.cols;
+      float* d = phase + (t + b.pt) * b.F + i * b.PC;
+      if (sw == 1) std::memcpy(d + b.pw, s, b.cols * sizeof(float));
+      else for (int64_t j = j0; j < j1; ++j) d[j] = s[j * sw + shift];
+    }
+  }
+}
+
+// dst (T frames of rows x cols) += the unpadded part of the phases
+void add_from_phases(const float* P, float* dst, const Branch& b, int64_t T) {
+  for (int64_t a = 0; a < b.sh; ++a) for (int64_t c = 0; c < b.sw; ++c) {
+    const float* phase = P + (a * b.sw + c) * b.plen;
+    const auto [j0, j1] = phase_columns(b, c);
+    const int64_t sw = b.sw, shift = c - b.pw;
+    for (int64_t t = 0; t < T; ++t) for (int64_t i = 0; i < b.PR; ++i) {
+      const int64_t r = i * b.sh + a - b.ph;
+      if (r < 0 || r >= b.rows) continue;
+      float* d = dst + (t * b.rows + r) * b.cols;
+      const float* s = phase + (t + b.pt) * b.F + i * b.PC;
+      if (sw == 1) for (int64_t w = 0; w < b.cols; ++w) d[w] += s[w + b.pw];
+      else for (int64_t j = j0; j < j1; ++j) d[j * sw + shift] += s[j];
+    }
+  }
+}
+
+// O[q] = sum_k w[k] * S[at[k] + q] for q < n (rounded up to a register block: S and O have room), taps in registers
+void gather_taps(const float* S, const int64_t* at, const float* w, int64_t K, float* O, int64_t n) {
+  for (int64_t q = 0; q < n; q += kBlock) {
+    vf a0 = {}, a1 = {}, a2 = {}, a3 = {};
+    for (int64_t k = 0; k < K; ++k) {
+      const float* p = S + at[k] + q;
+      const vf wk = w[k] + vf{};
+      a0 += wk * load(p);
+      a1 += wk * load(p + kLanes);
+      a2 += wk * load(p + 2 * kLanes);
+      a3 += wk * load(p + 3 * kLanes);
+    }
+    store(O + q, a0); store(O + q + kLanes, a1); store(O + q + 2 * kLanes, a2); store(O + q + 3 * kLanes, a3);
+  }
+}
+
+// O = sum_k w[col_k] * P[at_k + q] over the output grid
+void stencil(const float* P, const float* w, const Branch& b, float* O) {
+  std::vector<float> wk(b.tap_col.size());
+  for (size_t k = 0; k < wk.size(); ++k) wk[k] = w[b.tap_col[k]];
+  gather_taps(P, b.tap_at.data(), wk.data(), wk.size(), O, b.olen);
+}
+
+// GP[at_k + q] += w[col_k] * G[q], the transpose of stencil, as a gather per phase: GP[m] = sum w_k G[m - at_k]
+// over the taps of that phase. G points into a buffer with b.margin zeros before it and room after it.
+void stencil_transposed(const float* G, const float* w, const Branch& b, float* GP) {
+  const int64_t phases = b.sh * b.sw;
+  for (int64_t ph = 0; ph < phases; ++ph) {
+    std::vector<int64_t> at;
+    std::vector<float> wk;
+    for (size_t k = 0; k < b.tap_at.size(); ++k) {
+      if (b.tap_at[k] / b.plen != ph) continue;
+      at.push_back(-(b.tap_at[k] % b.plen));
+      wk.push_back(w[b.tap_col[k]]);
+    }
+    float* dst = GP + ph * b.plen;
+    if (at.empty()) { std::fill(dst + b.pt * b.F, dst + b.pt * b.F + b.olen, 0.f); continue; }
+    // only the frames of the input (the temporal padding's gradient is not needed)
+    gather_taps(G + b.pt * b.F, at.data(), wk.data(), at.size(), dst + b.pt * b.F, b.olen);
+  }
+}
+
+// gw[col_k] += sum_q G[q] P[at_k + q], every tap's sum in its own register
+void weight_grad(const float* G, const float* P, const Branch& b, float* gw) {
+  const int64_t K = b.tap_at.size();
+  constexpr int64_t kMaxTaps = 32;
+  for (int64_t k0 = 0; k0 < K; k0 += kMaxTaps) {
+    const int64_t kn = std::min(kMaxTaps, K - k0);
+    vf acc[kMaxTaps] = {};
+    for (int64_t q = 0; q < b.olen; q += kLanes) {
+      const vf g = load(G + q);
+      for (int64_t k = 0; k < kn; ++k) acc[k] += g * load(P + b.tap_at[k0 + k] + q);
+    }
+    for (int64_t k = 0; k < kn; ++k) {
+      float s = 0.f;
+      for (int64_t l = 0; l < kLanes; ++l) s += acc[k][l];
+      gw[b.tap_col[k0 + k]] += s;
+    }
+  }
+}
+
+
+struct Group {
+  int64_t c0, c1;
+  std::vector<Branch> branches;
+};
+
+// specs: per group, its branch count, then per branch its length and its spec (see Branch)
+std::vector<Group> make_groups(const std::vector<int64_t>& bounds, const std::vector<int64_t>& specs, int64_t T,
+                               int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+  std::vector<Group> groups;
+  size_t at = 0;
+  for (size_t g = 0; g + 1 < bounds.size(); ++g) {
+    TORCH_CHECK(at < specs.size(), "depthwise stencil: a channel group without branches");
+    Group grp{bounds[g], bounds[g + 1], {}};
+    const int64_t count = specs[at++];
+    for (int64_t i = 0; i < count; ++i) {
+      TORCH_CHECK(at < specs.size() && at + 1 + specs[at] <= specs.size(), "depthwise stencil: truncated spec");
+      const std::vector<int64_t> spec(specs.begin() + at + 1, specs.begin() + at + 1 + specs[at]);
+      at += 1 + specs[at];
+      grp.branches.emplace_back(spec, T, H, W, Ho, Wo);
+    }
+    groups.push_back(std::move(grp));
+  }
+  TORCH_CHECK(at == specs.size(), "depthwise stencil: specs left over");
+  return groups;
+}
+
+const Group& group_of(const std::vector<Group>& groups, int64_t c) {
+  for (const auto& g : groups) if (c >= g.c0 && c < g.c1) return g;
+  TORCH_CHECK(false, "depthwise stencil: channel ", c, " is in no group");
+}
+
+// One thread's buffers. Per branch, the input phases and the output-gradient grid keep their padding and junk
+// positions zero from plane to plane (only the valid positions are written), so they are cleared once.
+struct Scratch {
+  std::vector<std::vector<float>> phases, grad_grid;
+  std::vector<float> grid, grad_phases, plane, plane_grad;
+  std::vector<const Branch*> order;
+
+  Scratch(const std::vector<Group>& groups, int64_t plane_len, bool backward) : plane(plane_len) {
+    size_t o = 0, p = 0;
+    for (const auto& g : groups) for (const auto& b : g.branches) {
+      order.push_back(&b);
+      phases.emplace_back(b.phases_len(), 0.f);
+      if (backward) grad_grid.emplace_back(b.grid_len(), 0.f);
+      o = std::max<size_t>(o, blocks(b.olen));
+      p = std::max<size_t>(p, b.phases_len());
+    }
+    if (backward) { grad_phases.resize(p); plane_grad.resize(plane_len); }
+    else grid.resize(o);
+  }
+  size_t index(const Branch& b) const { return std::find(order.begin(), order.end(), &b) - order.begin(); }
+};
+
+void transpose_frames(const float* src, float* dst, int64_t T, int64_t H, int64_t W) {  // (T,H,W) -> (T,W,H)
+  for (int64_t t = 0; t < T; ++t) {
+    const float* s = src + t * H * W;
+    float* d = dst + t * H * W;
+    for (int64_t h = 0; h < H; ++h) for (int64_t w = 0; w < W; ++w) d[w * H + h] = s[h * W + w];
+  }
+}
+
+void check(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == at::kFloat, "depthwise stencil: ", name,
+              " must be a float32 CPU tensor");
+}
+
+}  // namespace
+
+// x (N, C, T, H, W); weight (C, K). Channels [bounds[g], bounds[g + 1]) are the sum of the branches specs[g].
+at::Tensor forward(const at::Tensor& x_, const at::Tensor& weight_, const std::vector<int64_t>& bounds,
+                   const std::vector<int64_t>& specs, int64_t Ho, int64_t Wo) {
+  check(x_, "input"); check(weight_, "weight");
+  const auto x = x_.contiguous();
+  const auto weight = weight_.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), K = weight.size(1);
+  const auto groups = make_groups(bounds, specs, T, H, W, Ho, Wo);
+  auto out = at::empty({N, C, T, Ho, Wo}, x.options());
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  float* op = out.data_ptr<float>();
+  at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
+    Scratch scratch(groups, T * H * W, false);
+    for (int64_t nc = begin; nc < end; ++nc) {
+      const int64_t c = nc % C;
+      const float* src = xp + nc * T * H * W;
+      float* dst = op + nc * T * Ho * Wo;
+      const Group& g = group_of(groups, c);
+      bool transposed = false;
+      for (size_t bi = 0; bi < g.branches.size(); ++bi) {
+        const Branch& b = g.branches[bi];
+        if (b.transpose_in && !transposed) {
+          transpose_frames(src, scratch.plane.data(), T, H, W);
+          transposed = true;
+        }
+        float* P = scratch.phases[scratch.index(b)].data();
+        to_phases(b.transpose_in ? scratch.plane.data() : src, P, b, T);
+        stencil(P, wp + c * K, b, scratch.grid.data());
+        for (int64_t t = 0; t < T; ++t) {
+          float* d = dst + t * Ho * Wo;
+          const float* o = scratch.grid.data() + t * b.F;
+          for (const auto& r : b.runs) {
+            if (bi == 0) std::memcpy(d + r.out, o + r.grid, r.len * sizeof(float));
+            else for (int64_t i = 0; i < r.len; ++i) d[r.out + i] += o[r.grid + i];
+          }
+        }
+      }
+    }
+  });
+  return out;
+}
+
+std::vector<at::Tensor> backward(const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& weight_,
+                                 const std::vector<int64_t>& bounds,
+                                 const std::vector<int64_t>& specs, bool need_x,
+                                 bool need_w) {
+  check(grad_, "grad"); check(x_, "input"); check(weight_, "weight");
+  const auto grad = grad_.contiguous();
+  const auto x = x_.contiguous();
+  const auto weight = weight_.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), K = weight.size(1);
+  const int64_t Ho = grad.size(3), Wo = grad.size(4);
+  const auto groups = make_groups(bounds, specs, T, H, W, Ho, Wo);
+  at::Tensor gx = need_x ? at::empty_like(x) : at::Tensor();
+  at::Tensor gw = need_w ? at::zeros_like(weight) : at::Tensor();
+  const float* xp = x.data_ptr<float>();
+  const float* wp = weight.data_ptr<float>();
+  const float* gp = grad.data_ptr<float>();
+  float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
+  float* gwp = need_w ? gw.data_ptr<float>() : nullptr;
+  at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
+    Scratch scratch(groups, T * H * W, true);
+    for (int64_t c = begin; c < end; ++c) {
+      const Group& g = group_of(groups, c);
+      for (int64_t n = 0; n < N; ++n) {
+        const int64_t nc = n * C + c;
+        const float* src = xp + nc * T * H * W;
+        const float* go = gp + nc * T * Ho * Wo;
+        float* gxplane = need_x ? gxp + nc * T * H * W : nullptr;
+        bool transposed = false, first_x = true, first_t = true;
+        for (const Branch& b : g.branches) {
+          const size_t bi = scratch.index(b);
+          float* G = scratch.grad_grid[bi].data() + b.margin;
+          for (int64_t t = 0; t < T; ++t) {
+            float* o = G + t * b.F;
+            const float* s = go + t * Ho * Wo;
+            for (const auto& r : b.runs) std::memcpy(o + r.grid, s + r.out, r.len * sizeof(float));
+          }
+          if (need_w) {
+            if (b.transpose_in && !transposed) {
+              transpose_frames(src, scratch.plane.data(), T, H, W);
+              transposed = true;
+            }
+            float* P = scratch.phases[bi].data();
+            to_phases(b.transpose_in ? scratch.plane.data() : src, P, b, T);
+            weight_grad(G, P, b, gwp + c * K);
+          }
+          if (need_x) {
+            stencil_transposed(G, wp + c * K, b, scratch.grad_phases.data());
+            float* dst = b.transpose_in ? scratch.plane_grad.data() : gxplane;
+            bool& first = b.transpose_in ? first_t : first_x;
+            if (first) std::fill(dst, dst + T * H * W, 0.f);
+            first = false;
+            add_from_phases(scratch.grad_phases.data(), dst, b, T);
+          }
+        }
+        if (need_x && first_x) std::fill(gxplane, gxplane + T * H * W, 0.f);
+        if (need_x && !first_t) {  // the (T, W, H) gradient of the transposed reads, back to (T, H, W)
+          for (int64_t t = 0; t < T; ++t) {
+            const float* s = scratch.plane_grad.data() + t * H * W;
+            float* d = gxplane + t * H * W;
+            for (int64_t h = 0; h < H; ++h) for (int64_t w = 0; w < W; ++w) d[h * W + w] += s[w * H + h];
+          }
+        }
+      }
+    }
+  });
+  return {gx, gw};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Depthwise stencil convolutions (plain 3x3x3 and the STS static half) with their gradients, on CPU";
+  m.def("forward", &forward);
+  m.def("backward", &backward);
+}

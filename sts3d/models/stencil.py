@@ -1,0 +1,202 @@
+"""Depthwise 3D convolutions as compiled CPU stencils (the ``'stencil'`` depthwise implementation).
+
+``sts3d/csrc/depthwise_stencil.cpp`` computes a depthwise conv of every ``(T, H, W)`` plane (one sample, one channel)
+as a sum of *branches*, each a list of taps ``(dt, dy, dx)`` with a weight column, run over a zero-padded copy of the
+plane split into stride phases, so that each tap is one contiguous multiply-add loop; forward, input and weight
+gradients. The stock ``3x3x3`` depthwise conv is one branch of 27 taps. STS's static half (spec section 1.1) is three
+branches over the same plane (the centre ``3x3``, the width line and the height line), read once per plane and
+summed, so the STS conv costs what the plain one does.
+
+The extension is compiled on first use with the system C++ compiler (``torch.utils.cpp_extension``, cached under
+``~/.cache/torch_extensions``; about 25 s once). Where that fails, or with ``STS3D_NO_EXTENSION=1``, :func:`available`
+is false and ``depthwise_impl='auto'`` falls back to the pure-PyTorch ``'frames'`` form (a warning says why).
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+_SOURCE = Path(__file__).resolve().parents[1] / "csrc" / "depthwise_stencil.cpp"
+Spec = list[int]  # one branch, as the C++ side reads it (see _branch)
+
+
+_built: dict = {}  # "module": the compiled module, or None once it could not be built
+
+
+def _extension():
+    """The compiled module, or ``None`` (with one warning) when it cannot be built or is switched off."""
+    if "module" not in _built:
+        _built["module"] = _build()
+    return _built["module"]
+
+
+def _build():
+    if os.environ.get("STS3D_NO_EXTENSION", "") not in ("", "0"):
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+        # -march=native: the build is cached per machine kind, so a cache shared across CPUs never runs foreign code
+        cpu = hashlib.sha1(Path("/proc/cpuinfo").read_bytes().split(b"\n\n")[0]).hexdigest()[:8] \
+            if Path("/proc/cpuinfo").exists() else "any"
+        return load(f"sts3d_depthwise_stencil_{cpu}", [str(_SOURCE)],
+                    extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
+    except Exception as error:  # no compiler, no ninja, a read-only cache...: the pure-PyTorch forms still work
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        warnings.warn(f"sts3d: the depthwise stencil extension could not be built ({type(error).__name__}: "
+                      f"{reason}); depthwise convs use the slower 'frames' form", RuntimeWarning, stacklevel=4)
+        return None
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the compiled stencil kernels can be used (builds them on the first call)."""
+    return _extension() is not None
+
+
+def _out_size(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1
+
+
+def _branch(taps: Sequence[tuple[int, int, int, int]], dims: tuple[int, int, int], stride: tuple[int, int],
+            out: tuple[int, int], view_cols: int, every: tuple[int, int] = (1, 1), transpose_in: bool = False,
+            sequence: bool = False, transpose_out: bool = False) -> Spec:
+    """A branch: ``taps`` ``(dt, dy, dx, weight column)`` over the frames (or their transposes; as row-major
+    sequences when ``sequence``) of ``dims`` ``(T, rows, columns)``, zero-padded as far as the taps reach, with
+    ``stride`` ``(h, w)`` and valid output grid ``out``; that output, read row-major and viewed with ``view_cols``
+    columns, taken at every ``every`` row / column and transposed when ``transpose_out``, is the branch's
+    ``(H', W')`` contribution. Taps that can only read padding are left out (they add zeros)."""
+    taps = [tap for tap in taps if all(abs(d) < size for d, size in zip(tap[:3], dims))]
+    pad = [max((abs(tap[i]) for tap in taps), default=0) for i in range(3)]
+    flat = [v for tap in taps for v in tap]
+    return [int(transpose_in), int(sequence), *stride, *pad, *out, view_cols, *every, int(transpose_out),
+            len(taps), *flat]
+
+
+def dense_branch(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: int) -> Spec:
+    """An ordinary depthwise conv (odd ``kernel``, padding ``kernel // 2``), weight columns in ``(kt, kh, kw)`` order."""
+    kt, kh, kw = kernel
+    taps = [(i - kt // 2, y - kh // 2, x - kw // 2, (i * kh + y) * kw + x)
+            for i in range(kt) for y in range(kh) for x in range(kw)]
+    out = (_out_size(h, stride), _out_size(w, stride))
+    return _branch(taps, (t, h, w), (stride, stride), out, out[1])
+
+
+def sts_static_branches(stride: int, t: int, h: int, w: int, faithful: bool) -> list[Spec]:
+    """The static half of the depthwise STS conv (weight columns of a ``3x3x3`` kernel, ``(kt, kh, kw)`` order):
+    the centre slice as a ``3x3`` conv, the first slice as a 9-tap width line and the last as a 9-tap height line
+    (``sts3d.models.sts`` describes both modes, including the odd-size rule of the faithful mode)."""
+    out = (_out_size(h, stride), _out_size(w, stride))
+    centre = [(0, y - 1, x - 1, 9 + 3 * y + x) for y in range(3) for x in range(3)]
+    width = [(0, 0, j - 4, j) for j in range(9)]
+    height = [(0, j - 4, 0, 18 + j) for j in range(9)]
+    if not faithful:  # zero-padded 1x9 and 9x1 kernels at the true strided positions: one branch of all 27 taps
+        return [_branch(centre + width + height, (t, h, w), (stride, stride), out, out[1])]
+    branches = [_branch(centre, (t, h, w), (stride, stride), out, out[1])]
+    step = stride * stride
+    fills = stride == 1 or (h * w - 1) // step + 1 == out[0] * out[1]
+    for first, transposed in ((0, False), (18, True)):
+        taps = [(0, 0, j - 4, first + j) for j in range(9)]  # a line along the sequence
+        rows, cols = (out[1], out[0]) if transposed else out
+        if fills:  # the original: every stride**2-th element of the sequence, read as the output map
+            branches.append(_branch(taps, (t, 1, h * w), (1, step), (1, rows * cols), cols,
+                                    transpose_in=transposed, sequence=True, transpose_out=transposed))
+        else:  # odd sizes: the sequence conv at every position, taken at the true strided positions
+            branches.append(_branch(taps, (t, 1, h * w), (1, 1), (1, h * w), h if transposed else w,
+                                    (stride, stride), transpose_in=transposed, sequence=True,
+                                    transpose_out=transposed))
+    return branches
+
+
+def _flatten(groups: list[list[Spec]]) -> list[int]:
+    """Per group its branch count, then per branch its length and its spec: the form the C++ side reads."""
+    flat = []
+    for branches in groups:
+        flat.append(len(branches))
+        for spec in branches:
+            flat += [len(spec), *spec]
+    return flat
+
+
+# Registered operators, so autograd, FlopCounterMode (``tools/analysis/get_flops.py``) and torch.compile see them.
+@torch.library.custom_op("sts3d::depthwise_stencil", mutates_args=())
+def _forward(x: torch.Tensor, weight: torch.Tensor, bounds: list[int], specs: list[int], out_h: int,
+             out_w: int) -> torch.Tensor:
+    return _extension().forward(x, weight, bounds, specs, out_h, out_w)
+
+
+@_forward.register_fake
+def _(x, weight, bounds, specs, out_h, out_w):
+    return x.new_empty(*x.shape[:3], out_h, out_w)
+
+
+@torch.library.custom_op("sts3d::depthwise_stencil_backward", mutates_args=())
+def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bounds: list[int], specs: list[int],
+              need_x: bool, need_w: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    grad_x, grad_w = _extension().backward(grad, x, weight, bounds, specs, need_x, need_w)
+    return (grad_x if need_x else x.new_empty(0)), (grad_w if need_w else weight.new_empty(0))
+
+
+@_backward.register_fake
+def _(grad, x, weight, bounds, specs, need_x, need_w):
+    return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(weight) if need_w
+                                                                 else weight.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bounds, specs, _, _ = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.plan = bounds, specs
+
+
+def _autograd(ctx, grad: torch.Tensor):
+    x, weight = ctx.saved_tensors
+    need_x, need_w = ctx.needs_input_grad[:2]
+    grad_x, grad_w = _backward(grad.contiguous(), x, weight, *ctx.plan, need_x, need_w)
+    return (grad_x if need_x else None), (grad_w if need_w else None), None, None, None, None
+
+
+_forward.register_autograd(_autograd, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.sts3d.depthwise_stencil)
+def _forward_flops(x_shape, weight_shape, *args, out_shape, **kwargs) -> int:
+    """As a conv's: every output element takes one multiply-add per kernel element (``weight`` ``(C, K)``)."""
+    return 2 * math.prod(out_shape) * weight_shape[1]
+
+
+@register_flop_formula(torch.ops.sts3d.depthwise_stencil_backward)
+def _backward_flops(grad_shape, x_shape, weight_shape, bounds, specs, need_x, need_w, *args, **kwargs) -> int:
+    return (int(need_x) + int(need_w)) * 2 * math.prod(grad_shape) * weight_shape[1]
+
+
+def stencil_conv(x: torch.Tensor, weight: torch.Tensor, bounds: list[int], groups: list[list[Spec]],
+                 out_hw: tuple[int, int]) -> torch.Tensor:
+    """The depthwise conv of ``x`` ``(N, C, T, H, W)`` (float32, CPU) whose channels ``[bounds[g], bounds[g + 1])``
+    are the sum of the branches ``groups[g]``; ``weight`` ``(C, K)``: per channel the values the branches' weight
+    columns index. Returns ``(N, C, T, *out_hw)``, differentiable in ``x`` and ``weight``."""
+    return _forward(x, weight, list(bounds), _flatten(groups), *out_hw)
+
+
+def depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int) -> torch.Tensor:
+    """``F.conv3d(x, weight, bias, stride=(1, stride, stride), padding=k // 2, groups=C)`` for an odd kernel."""
+    n, c, t, h, w = x.shape
+    kernel = tuple(weight.shape[2:])
+    out = stencil_conv(x, weight.reshape(c, -1), [0, c], [[dense_branch(kernel, stride, t, h, w)]],
+                       (_out_size(h, stride), _out_size(w, stride)))
+    return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
+
+
+def sts_depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, stride: int, faithful: bool) -> torch.Tensor:
+    """The depthwise ``3x3x3`` STS conv (no bias): static half (first ``C / 2`` channels) and dynamic half in one
+    pass over the planes. x ``(N, C, T, H, W)``; weight ``(C, 1, 3, 3, 3)``."""
+    n, c, t, h, w = x.shape
+    half = c // 2
+    groups = [sts_static_branches(stride, t, h, w, faithful), [dense_branch((3, 3, 3), stride, t, h, w)]]
+    return stencil_conv(x, weight.reshape(c, 27), [0, half, c], groups, (_out_size(h, stride), _out_size(w, stride)))
