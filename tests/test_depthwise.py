@@ -16,8 +16,9 @@ def stock(x, weight, bias, stride, kt=3):
 
 
 def grads(out, inputs, seed=0):
-    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=out.dtype)
-    return torch.autograd.grad(out, inputs, grad)
+    """Gradients for a fixed random output gradient, the same values in every dtype."""
+    grad = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return torch.autograd.grad(out, inputs, grad.to(out.dtype))
 
 
 @pytest.mark.parametrize("n,c,t,h,w,stride,kt", [
@@ -138,21 +139,25 @@ def test_sts_fast_forms_are_the_same(impl, mode, stride, size):
 @pytest.mark.parametrize("name", ["csn50_ir", "x3d_s"])
 @pytest.mark.parametrize("sts", [False, True], ids=["plain", "sts"])
 def test_backbone_outputs_and_gradients_match(name, sts):
-    """36x36 clips meet odd feature maps (9x9) before a stride-2 depthwise conv."""
+    """36x36 clips meet odd feature maps (9x9) before a stride-2 depthwise conv. A float32 network in training
+    mode (batch norm over a few positions) amplifies rounding differences, so the fast model must be as close to a
+    float64 reference as the stock float32 model is."""
     torch.manual_seed(6)
     fast = create_backbone(name, sts=sts).train()
     slow = create_backbone(name, sts=sts, depthwise_impl="conv3d").train()
+    ref = create_backbone(name, sts=sts, depthwise_impl="conv3d").double().train()
     assert {k: v.shape for k, v in fast.state_dict().items()} == {k: v.shape for k, v in slow.state_dict().items()}
     slow.load_state_dict(fast.state_dict())
+    ref.load_state_dict(fast.state_dict())
     assert any(isinstance(m, DepthwiseConv3d) for m in fast.modules()) != sts
     x = torch.randn(2, 3, 3, 36, 36)
-    out, expected = fast(x), slow(x)
-    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    fast_grads = grads(out, list(fast.parameters()))
-    slow_grads = grads(expected, list(slow.parameters()))
-    for (key, _), a, b in zip(fast.named_parameters(), fast_grads, slow_grads):
-        scale = b.abs().max().item() + 1e-12
-        assert (a - b).abs().max().item() <= 1e-4 * scale, key
+    outs = fast(x), slow(x), ref(x.double())
+    results = [(out, *grads(out, list(model.parameters()))) for out, model in zip(outs, (fast, slow, ref))]
+    keys = ["output", *(k for k, _ in fast.named_parameters())]
+    for key, got, stock, want in zip(keys, *results):
+        scale = want.abs().max().item() + 1e-12
+        error, stock_error = ((t.double() - want).abs().max().item() for t in (got, stock))
+        assert error <= max(2 * stock_error, 1e-5 * scale), key
 
 
 def test_backbones_without_depthwise_convs_take_the_setting():

@@ -66,6 +66,21 @@ def test_sts_matches_the_composed_convs(mode, t, h, w, stride):
     assert_matches(grads(got, (xf, wf)), grads(want, (x, conv.weight)))
 
 
+@pytest.mark.parametrize("mode", ["faithful", "aligned"])
+@pytest.mark.parametrize("stride,size", [(1, (9, 9)), (1, (16, 12)), (2, (16, 16)), (1, (5, 5))])
+def test_sts_keeps_exact_zeros(mode, stride, size):
+    """Where every input a position reads is zero (common after a ReLU), the output is exactly zero, as the stock
+    conv's is: a ReLU + batch norm after it must see the same signs (a stray 1e-12 flips its gradient mask)."""
+    torch.manual_seed(4)
+    x = torch.relu(torch.randn(2, 8, 3, *size)) * (torch.rand(2, 8, 3, *size) < 0.15)
+    conv = STSConv3d(8, 8, 3, stride=(1, stride, stride), padding=1, groups=8, bias=False, mode=mode,
+                     depthwise_impl="conv3d")
+    want = conv.double()(x.double())
+    got = stencil.sts_depthwise_stencil(x, conv.weight.float(), stride, mode == "faithful")
+    zero = want == 0
+    assert zero.any() and (got[zero] == 0).all()
+
+
 @pytest.mark.parametrize("kind", ["plain", "sts"])
 def test_modules_compute_only_the_needed_gradients(kind):
     """A frozen weight gets no gradient and an input without grad (the first layer) none either; what is computed

@@ -30,7 +30,8 @@ inline void store(float* p, vf v) { *reinterpret_cast<vf*>(p) = v; }
 inline int64_t blocks(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
 
 struct EdgeTap {
-  int64_t at, col, r0, r1, skip;  // offset, weight column, output rows [r0, r1), skipped output column (or -1)
+  int64_t at, col, r0, r1;  // offset, weight column, output rows [r0, r1)
+  std::vector<float> keep;  // over those rows' grid positions: 0 at the skipped output column, else 1
 };
 
 // One branch on a plane of T frames of H x W. Its buffers: sh * sw phases of plen floats, each T + 2 pt frames
@@ -78,7 +79,10 @@ struct Branch {
         tap_col.push_back(v[3]);
       } else {
         TORCH_CHECK(sh == 1 && sw == 1 && v[4] >= 0 && v[5] <= out_rows, "depthwise stencil: bad edge tap");
-        edges.push_back({at, v[3], v[4], v[5], v[6]});
+        // A 0/1 factor, not a subtraction afterwards: the skipped positions stay exact (a sum of zeros is 0)
+        std::vector<float> keep((v[5] - v[4]) * PC, 1.f);
+        for (int64_t r = 0; v[6] >= 0 && r < v[5] - v[4]; ++r) keep[r * PC + v[6]] = 0.f;
+        edges.push_back({at, v[3], v[4], v[5], std::move(keep)});
       }
     }
     for (int64_t ho = 0; ho < Ho; ++ho) for (int64_t wo = 0; wo < Wo; ++wo) {
@@ -198,15 +202,8 @@ void dot_taps(const float* G, const float* S, const int64_t* at, const int64_t* 
   }
 }
 
-// For an edge tap in frame t: block(begin, end) over its rows' output positions (one range: rows are contiguous in
-// the grid), then undo(q) at each position of its skipped column (that position's term is taken back out).
-template <typename Block, typename Undo>
-void for_edge(const Branch& b, const EdgeTap& e, int64_t t, Block block, Undo undo) {
-  const int64_t q = t * b.F + e.r0 * b.PC;
-  block(q, q + (e.r1 - e.r0) * b.PC);
-  if (e.skip >= 0)
-    for (int64_t r = 0; r < e.r1 - e.r0; ++r) undo(q + r * b.PC + e.skip);
-}
+// The grid position where an edge tap's rows start in frame t
+inline int64_t edge_start(const Branch& b, const EdgeTap& e, int64_t t) { return t * b.F + e.r0 * b.PC; }
 
 // O = sum_k w[col_k] * P[at_k + q] over the output grid
 void stencil(const float* P, const float* w, const Branch& b, int64_t T, float* O) {
@@ -215,12 +212,12 @@ void stencil(const float* P, const float* w, const Branch& b, int64_t T, float* 
   gather_taps(P, b.tap_at.data(), wk.data(), wk.size(), O, b.output_span(T));
   for (const EdgeTap& e : b.edges) {
     const float we = w[e.col];
-    for (int64_t t = 0; t < T; ++t)
-      for_edge(b, e, t, [&](int64_t q0, int64_t q1) {
-        float* __restrict o = O + q0;
-        const float* __restrict p = P + e.at + q0;
-        for (int64_t i = 0; i < q1 - q0; ++i) o[i] += we * p[i];
-      }, [&](int64_t q) { O[q] -= we * P[e.at + q]; });
+    const float* __restrict keep = e.keep.data();
+    for (int64_t t = 0; t < T; ++t) {
+      float* __restrict o = O + edge_start(b, e, t);
+      const float* __restrict p = P + e.at + edge_start(b, e, t);
+      for (size_t i = 0; i < e.keep.size(); ++i) o[i] += we * p[i] * keep[i];
+    }
   }
 }
 
@@ -243,12 +240,12 @@ void stencil_transposed(const float* G, const float* w, const Branch& b, int64_t
   }
   for (const EdgeTap& e : b.edges) {
     const float we = w[e.col];
-    for (int64_t t = 0; t < T; ++t)
-      for_edge(b, e, t, [&](int64_t q0, int64_t q1) {
-        float* __restrict gp = GP + e.at + q0;
-        const float* __restrict g = G + q0;
-        for (int64_t i = 0; i < q1 - q0; ++i) gp[i] += we * g[i];
-      }, [&](int64_t q) { GP[e.at + q] -= we * G[q]; });
+    const float* __restrict keep = e.keep.data();
+    for (int64_t t = 0; t < T; ++t) {
+      const float* __restrict g = G + edge_start(b, e, t);
+      float* __restrict gp = GP + e.at + edge_start(b, e, t);
+      for (size_t i = 0; i < e.keep.size(); ++i) gp[i] += we * g[i] * keep[i];
+    }
   }
 }
 
@@ -257,13 +254,13 @@ void weight_grad(const float* G, const float* P, const Branch& b, int64_t T, flo
   dot_taps(G, P, b.tap_at.data(), b.tap_col.data(), b.tap_at.size(), b.output_span(T), gw);
   for (const EdgeTap& e : b.edges) {
     float s = 0.f;
-    for (int64_t t = 0; t < T; ++t)
-      for_edge(b, e, t, [&](int64_t q0, int64_t q1) {
-        const float* g = G + q0;
-        const float* p = P + e.at + q0;
+    const float* keep = e.keep.data();
+    for (int64_t t = 0; t < T; ++t) {
+      const float* g = G + edge_start(b, e, t);
+      const float* p = P + e.at + edge_start(b, e, t);
 #pragma omp simd reduction(+ : s)
-        for (int64_t i = 0; i < q1 - q0; ++i) s += g[i] * p[i];
-      }, [&](int64_t q) { s -= G[q] * P[e.at + q]; });
+      for (size_t i = 0; i < e.keep.size(); ++i) s += g[i] * p[i] * keep[i];
+    }
     gw[e.col] += s;
   }
 }
