@@ -181,25 +181,30 @@ void gather_taps(const float* S, const int64_t* at, const float* w, int64_t K, f
   }
 }
 
-// sum_q G[q] S[at[k] + q] for q < n, added to gw[col[k]]
+// sum_q G[q] S[at[k] + q] for q < n, added to gw[col[k]], for kTaps taps at once (their sums in registers)
+template <int64_t kTaps>
+void dot_block(const float* G, const float* S, const int64_t* at, const int64_t* col, int64_t n, float* gw) {
+  const int64_t nv = n / kLanes * kLanes;
+  vf acc[kTaps] = {};
+  for (int64_t q = 0; q < nv; q += kLanes) {
+    const vf g = load(G + q);
+#pragma GCC unroll 8
+    for (int64_t k = 0; k < kTaps; ++k) acc[k] += g * load(S + at[k] + q);
+  }
+  for (int64_t k = 0; k < kTaps; ++k) {
+    float s = 0.f;
+    for (int64_t l = 0; l < kLanes; ++l) s += acc[k][l];
+    for (int64_t q = nv; q < n; ++q) s += G[q] * S[at[k] + q];
+    gw[col[k]] += s;
+  }
+}
+
 void dot_taps(const float* G, const float* S, const int64_t* at, const int64_t* col, int64_t K, int64_t n,
               float* gw) {
-  constexpr int64_t kMaxTaps = 32;  // accumulators held in registers
-  const int64_t nv = n / kLanes * kLanes;
-  for (int64_t k0 = 0; k0 < K; k0 += kMaxTaps) {
-    const int64_t kn = std::min(kMaxTaps, K - k0);
-    vf acc[kMaxTaps] = {};
-    for (int64_t q = 0; q < nv; q += kLanes) {
-      const vf g = load(G + q);
-      for (int64_t k = 0; k < kn; ++k) acc[k] += g * load(S + at[k0 + k] + q);
-    }
-    for (int64_t k = 0; k < kn; ++k) {
-      float s = 0.f;
-      for (int64_t l = 0; l < kLanes; ++l) s += acc[k][l];
-      for (int64_t q = nv; q < n; ++q) s += G[q] * S[at[k0 + k] + q];
-      gw[col[k0 + k]] += s;
-    }
-  }
+  int64_t k = 0;
+  for (; k + 8 <= K; k += 8) dot_block<8>(G, S, at + k, col + k, n, gw);
+  for (; k + 4 <= K; k += 4) dot_block<4>(G, S, at + k, col + k, n, gw);
+  for (; k < K; ++k) dot_block<1>(G, S, at + k, col + k, n, gw);
 }
 
 // The grid position where an edge tap's rows start in frame t
