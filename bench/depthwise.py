@@ -1,9 +1,10 @@
-"""Depthwise 3x3x3 conv: the fast form (``depthwise_impl='auto'``) against the stock ``nn.Conv3d`` (``'conv3d'``).
+"""Depthwise 3x3x3 conv: the fast forms (``depthwise_impl='frames'`` and ``'stencil'``) against the stock
+``nn.Conv3d`` (``'conv3d'``).
 
 Setting of the speed issue: 2 CPU threads, batch 2, 8x128x128 clips, training mode, in one process. Part 1 times
-every distinct depthwise conv shape of the backbones (forward, and forward + backward of input and weight), part 2
-the forward + backward step of each whole backbone with STS off. Each round times the stock variant, then the fast
-one; the script prints the medians and the ratios stock / fast (above 1: the fast form is faster).
+every distinct depthwise conv shape of the backbones (forward + backward of input and weight), part 2 the forward +
+backward step of each whole backbone with STS off. Each round times the forms in turn; the script prints the medians
+and the ratios stock / form (above 1: the form is faster). ``'auto'`` picks ``'stencil'`` where it is built.
 Targets: every layer >= 2x forward + backward; whole step >= 1.25x for x3d_s and >= 1.1x for csn50_ir.
 
     python bench/depthwise.py [--rounds 9] [--threads 2] [--models csn50_ir x3d_s] [--skip-layers] [--skip-steps]
@@ -19,11 +20,12 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from sts3d.models import create_backbone
+from sts3d.models import create_backbone, stencil
 from sts3d.models.depthwise import DepthwiseConv3d, depthwise_conv3d
 
 STEP_TARGETS = {"x3d_s": 1.25, "csn50_ir": 1.1}
 LAYER_TARGET = 2.0
+FORMS = ("conv3d", "frames", "stencil")  # the stock conv, then the fast forms; targets are met by the fastest
 
 
 def layer_shapes(name: str, clip: tuple[int, ...]) -> collections.Counter:
@@ -62,22 +64,22 @@ def layer_runner(conv: Callable, x: torch.Tensor, weight: torch.Tensor, grad: to
 
 def bench_layers(name: str, args: argparse.Namespace) -> bool:
     clip = (args.batch, 3, args.frames, args.size, args.size)
-    print(f"\n{name}: depthwise layers, median ms (stock conv3d / fast), ratios stock / fast")
-    print(f"{'C x T x H x W':<20}{'stride':>7}{'count':>6}{'fwd':>16}{'fwd+bwd':>18}{'fwd x':>8}{'fwd+bwd x':>11}")
+    print(f"\n{name}: depthwise layers, median forward + backward ms of each form, and stock / form")
+    print(f"{'C x T x H x W':<20}{'stride':>7}{'count':>6}" + "".join(f"{k:>10}" for k in FORMS)
+          + "".join(f"{'x ' + k:>10}" for k in FORMS[1:]))
     met = True
     for (c, t, h, w, s), count in layer_shapes(name, clip).items():
         x = torch.randn(args.batch, c, t, h, w, requires_grad=True)
         weight = torch.randn(c, 1, 3, 3, 3, requires_grad=True)
-        stock = lambda x, weight: F.conv3d(x, weight, stride=(1, s, s), padding=1, groups=c)  # noqa: E731
-        fast = lambda x, weight: depthwise_conv3d(x, weight, stride=(s, s))  # noqa: E731
-        grad = torch.randn_like(stock(x, weight))
-        med = interleaved({"stock": layer_runner(stock, x, weight, grad),
-                           "fast": layer_runner(fast, x, weight, grad)}, args.rounds)
-        fwd, total = (med["stock"][i] / med["fast"][i] for i in range(2))
-        met &= total >= LAYER_TARGET
-        print(f"{f'{c} x {t} x {h} x {w}':<20}{s:>7}{count:>6}"
-              f"{med['stock'][0] * 1e3:>8.2f} /{med['fast'][0] * 1e3:>6.2f}"
-              f"{med['stock'][1] * 1e3:>9.2f} /{med['fast'][1] * 1e3:>7.2f}{fwd:>8.2f}{total:>11.2f}", flush=True)
+        convs = {"conv3d": lambda x, weight: F.conv3d(x, weight, stride=(1, s, s), padding=1, groups=c),
+                 "frames": lambda x, weight: depthwise_conv3d(x, weight, stride=(s, s)),
+                 "stencil": lambda x, weight: stencil.depthwise_stencil(x, weight, None, s)}
+        grad = torch.randn_like(convs["conv3d"](x, weight))
+        med = interleaved({k: layer_runner(conv, x, weight, grad) for k, conv in convs.items()}, args.rounds)
+        ratios = [med["conv3d"][1] / med[k][1] for k in FORMS[1:]]
+        met &= max(ratios) >= LAYER_TARGET
+        print(f"{f'{c} x {t} x {h} x {w}':<20}{s:>7}{count:>6}" + "".join(f"{med[k][1] * 1e3:>10.2f}" for k in FORMS)
+              + "".join(f"{r:>10.2f}" for r in ratios), flush=True)
     return met
 
 
@@ -93,15 +95,16 @@ def step_runner(model: torch.nn.Module, x: torch.Tensor) -> Callable:
 
 
 def bench_step(name: str, args: argparse.Namespace) -> bool:
-    models = {impl: create_backbone(name, depthwise_impl=impl).train() for impl in ("conv3d", "auto")}
-    models["auto"].load_state_dict(models["conv3d"].state_dict())
+    models = {impl: create_backbone(name, depthwise_impl=impl).train() for impl in FORMS}
+    for model in models.values():
+        model.load_state_dict(models["conv3d"].state_dict())
     x = torch.randn(args.batch, 3, args.frames, args.size, args.size)
     med = interleaved({k: step_runner(m, x) for k, m in models.items()}, args.rounds)
-    fwd, total = (med["conv3d"][i] / med["auto"][i] for i in range(2))
     target = STEP_TARGETS.get(name, 1.0)
-    print(f"{name:<12} fwd {med['conv3d'][0]:.3f} / {med['auto'][0]:.3f} s ({fwd:.2f}x)   fwd+bwd "
-          f"{med['conv3d'][1]:.3f} / {med['auto'][1]:.3f} s ({total:.2f}x, target {target}x: "
-          f"{'met' if total >= target else 'MISSED'})", flush=True)
+    total = med["conv3d"][1] / med["stencil"][1]
+    print(f"{name:<12} fwd+bwd s " + " / ".join(f"{k} {med[k][1]:.3f}" for k in FORMS) + "   stock / form: "
+          + ", ".join(f"{k} {med['conv3d'][1] / med[k][1]:.2f}x" for k in FORMS[1:])
+          + f" (target {target}x: {'met' if total >= target else 'MISSED'})", flush=True)
     return total >= target
 
 
@@ -118,6 +121,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    if not stencil.available():
+        raise SystemExit("the stencil extension could not be built here: nothing to compare")
     print(f"threads={args.threads} batch={args.batch} clip={args.frames}x{args.size}x{args.size} "
           f"rounds={args.rounds} torch={torch.__version__}")
     met = True
@@ -125,7 +130,7 @@ def main() -> None:
         for name in args.models:
             met &= bench_layers(name, args)
     if not args.skip_steps:
-        print("\nwhole backbone, STS off: stock conv3d / auto")
+        print("\nwhole backbone, STS off, each depthwise_impl")
         for name in args.models:
             met &= bench_step(name, args)
     print(f"\nall targets: {'met' if met else 'MISSED'}")
