@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from sts3d.models import create_backbone, stencil
+from sts3d.models import create_backbone, native, stencil
 from sts3d.models.depthwise import DepthwiseConv3d, depthwise_conv3d
 
 STEP_TARGETS = {"x3d_s": 1.25, "csn50_ir": 1.1}
@@ -121,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    if not stencil.available():
+    if not native.available():
         raise SystemExit("the stencil extension could not be built here: nothing to compare")
     print(f"threads={args.threads} batch={args.batch} clip={args.frames}x{args.size}x{args.size} "
           f"rounds={args.rounds} torch={torch.__version__}")

@@ -7,7 +7,7 @@ from torch import nn
 from sts3d.models import create_backbone
 from sts3d.models.convs import block_conv_type
 from sts3d.models.depthwise import DepthwiseConv3d, depthwise_conv3d, depthwise_form
-from sts3d.models import stencil
+from sts3d.models import native, stencil
 from sts3d.models.sts import STSConv3d
 
 
@@ -99,7 +99,7 @@ def test_refuses_a_dense_conv_and_an_unknown_impl():
 
 def test_auto_keeps_the_stock_conv_off_the_cpu_float_path():
     x = torch.zeros(1, 2, 1, 2, 2)
-    fast = "stencil" if stencil.available() else "frames"
+    fast = "stencil" if native.available() else "frames"
     assert depthwise_form("auto", x) == fast and depthwise_form("auto", x.double()) == "frames"
     assert depthwise_form("auto", x.to(memory_format=torch.channels_last_3d).transpose(3, 4)) == "frames"
     assert depthwise_form("auto", x.bfloat16()) == "conv3d" and depthwise_form("conv3d", x) == "conv3d"
@@ -120,7 +120,7 @@ def test_conv_type_picks_the_depthwise_module():
 @pytest.mark.parametrize("mode", ["faithful", "aligned"])
 @pytest.mark.parametrize("stride,size", [(1, (6, 10)), (2, (8, 12)), (2, (7, 9))])
 def test_sts_fast_forms_are_the_same(impl, mode, stride, size):
-    if impl == "stencil" and not stencil.available():
+    if impl == "stencil" and not native.available():
         pytest.skip("the stencil extension could not be built here (no C++ compiler)")
     torch.manual_seed(5)
     fast = STSConv3d(8, 8, 3, stride=(1, stride, stride), padding=1, groups=8, bias=False, mode=mode,

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sts3d.models import stencil
+from sts3d.models import native, stencil
 from sts3d.models.depthwise import DepthwiseConv3d
 from sts3d.models.sts import STSConv3d
 
-pytestmark = pytest.mark.skipif(not stencil.available(),
+pytestmark = pytest.mark.skipif(not native.available(),
                                 reason="the stencil extension could not be built here (no C++ compiler)")
 
 
@@ -112,10 +112,11 @@ def test_compiles_without_graph_breaks():
 
 
 def test_switched_off_it_falls_back_to_the_frames_form():
-    code = ("import torch; from sts3d.models import create_backbone, stencil; "
+    code = ("import torch; from sts3d.models import create_backbone, native; "
             "from sts3d.models.depthwise import depthwise_form; x = torch.zeros(1, 3, 2, 32, 32); "
-            "assert not stencil.available() and depthwise_form('auto', x) == 'frames'; "
-            "create_backbone('x3d_s', sts=True)(x).sum().backward()\n"
+            "assert not native.available() and depthwise_form('auto', x) == 'frames'; "
+            "create_backbone('x3d_s', sts=True)(x).sum().backward(); "
+            "create_backbone('slowonly50', sts=True)(x).sum().backward()\n"
             "try:\n    depthwise_form('stencil', x)\nexcept RuntimeError as e:\n    print('refused:', e)")
     env = dict(os.environ, STS3D_NO_EXTENSION="1")
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -356,8 +356,8 @@ void check(const at::Tensor& t, const char* name) {
 }  // namespace
 
 // x (N, C, T, H, W); weight (C, K). Channels [bounds[g], bounds[g + 1]) are the sum of the branches of group g.
-at::Tensor forward(const at::Tensor& x_, const at::Tensor& weight_, const std::vector<int64_t>& bounds,
-                   const std::vector<int64_t>& specs, int64_t Ho, int64_t Wo) {
+at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, const std::vector<int64_t>& bounds,
+                             const std::vector<int64_t>& specs, int64_t Ho, int64_t Wo) {
   check(x_, "input"); check(weight_, "weight");
   const auto x = x_.contiguous();
   const auto weight = weight_.contiguous();
@@ -402,9 +402,9 @@ at::Tensor forward(const at::Tensor& x_, const at::Tensor& weight_, const std::v
   return out;
 }
 
-std::vector<at::Tensor> backward(const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& weight_,
-                                 const std::vector<int64_t>& bounds, const std::vector<int64_t>& specs, bool need_x,
-                                 bool need_w) {
+std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& weight_,
+                                           const std::vector<int64_t>& bounds, const std::vector<int64_t>& specs,
+                                           bool need_x, bool need_w) {
   check(grad_, "grad"); check(x_, "input"); check(weight_, "weight");
   const auto grad = grad_.contiguous();
   const auto x = x_.contiguous();
@@ -463,10 +463,4 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_, const at::Tensor& x_, 
     }
   });
   return {gx, gw};
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Depthwise stencil convolutions (plain 3x3x3 and the STS static half) with their gradients, on CPU";
-  m.def("forward", &forward);
-  m.def("backward", &backward);
 }

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from . import stencil
+from . import native, stencil
 
 DepthwiseImpl = Literal["auto", "conv3d", "frames", "stencil"]
 DEPTHWISE_IMPLS: tuple[str, ...] = ("auto", "conv3d", "frames", "stencil")
@@ -216,11 +216,11 @@ def depthwise_form(impl: DepthwiseImpl, x: torch.Tensor) -> Form:
         return impl
     cpu = x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
     if impl == "stencil":
-        if not (cpu and x.dtype == torch.float32 and stencil.available()):
+        if not (cpu and x.dtype == torch.float32 and native.available()):
             raise RuntimeError("depthwise_impl='stencil' needs float32 CPU tensors outside autocast and the built "
-                               "extension (sts3d.models.stencil.available())")
+                               "extension (sts3d.models.native.available())")
         return "stencil"
-    if cpu and x.dtype == torch.float32 and x.is_contiguous() and stencil.available():
+    if cpu and x.dtype == torch.float32 and x.is_contiguous() and native.available():
         return "stencil"
     return "frames" if cpu and x.dtype in (torch.float32, torch.float64) else "conv3d"
 

@@ -7,57 +7,20 @@ gradients. The stock ``3x3x3`` depthwise conv is one branch of 27 taps. STS's st
 branches over the same plane (the centre ``3x3``, the width line and the height line), read once per plane and
 summed, so the STS conv costs what the plain one does.
 
-The extension is compiled on first use with the system C++ compiler (``torch.utils.cpp_extension``, cached under
-``~/.cache/torch_extensions``; about 25 s once). Where that fails, or with ``STS3D_NO_EXTENSION=1``, :func:`available`
-is false and ``depthwise_impl='auto'`` falls back to the pure-PyTorch ``'frames'`` form (a warning says why).
+The extension is built on first use (:mod:`sts3d.models.native`); where it cannot be, :func:`available` is false and
+``depthwise_impl='auto'`` falls back to the pure-PyTorch ``'frames'`` form.
 """
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import warnings
-from pathlib import Path
 from typing import Optional, Sequence
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-_SOURCE = Path(__file__).resolve().parents[1] / "csrc" / "depthwise_stencil.cpp"
+from . import native
+
 Spec = list[int]  # one branch, as the C++ side reads it (see _branch)
-
-
-_built: dict = {}  # "module": the compiled module, or None once it could not be built
-
-
-def _extension():
-    """The compiled module, or ``None`` (with one warning) when it cannot be built or is switched off."""
-    if "module" not in _built:
-        _built["module"] = _build()
-    return _built["module"]
-
-
-def _build():
-    if os.environ.get("STS3D_NO_EXTENSION", "") not in ("", "0"):
-        return None
-    try:
-        from torch.utils.cpp_extension import load
-        # -march=native: the build is cached per machine kind, so a cache shared across CPUs never runs foreign code
-        cpu = hashlib.sha1(Path("/proc/cpuinfo").read_bytes().split(b"\n\n")[0]).hexdigest()[:8] \
-            if Path("/proc/cpuinfo").exists() else "any"
-        return load(f"sts3d_depthwise_stencil_{cpu}", [str(_SOURCE)],
-                    extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
-    except Exception as error:  # no compiler, no ninja, a read-only cache...: the pure-PyTorch forms still work
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
-        warnings.warn(f"sts3d: the depthwise stencil extension could not be built ({type(error).__name__}: "
-                      f"{reason}); depthwise convs use the slower 'frames' form", RuntimeWarning, stacklevel=4)
-        return None
-
-
-@torch.compiler.assume_constant_result
-def available() -> bool:
-    """Whether the compiled stencil kernels can be used (builds them on the first call)."""
-    return _extension() is not None
 
 
 def _out_size(size: int, stride: int) -> int:
@@ -85,7 +48,8 @@ def _branch(taps: Sequence[Tap], dims: tuple[int, int, int], stride: tuple[int, 
 
 
 def dense_branch(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: int) -> Spec:
-    """An ordinary depthwise conv (odd ``kernel``, padding ``kernel // 2``), weight columns in ``(kt, kh, kw)`` order."""
+    """An ordinary depthwise conv (odd ``kernel``, padding ``kernel // 2``); weight columns in ``(kt, kh, kw)``
+    order."""
     kt, kh, kw = kernel
     taps = [(i - kt // 2, y - kh // 2, x - kw // 2, (i * kh + y) * kw + x)
             for i in range(kt) for y in range(kh) for x in range(kw)]
@@ -148,7 +112,7 @@ def _flatten(groups: list[list[Spec]]) -> list[int]:
 @torch.library.custom_op("sts3d::depthwise_stencil", mutates_args=())
 def _forward(x: torch.Tensor, weight: torch.Tensor, bounds: list[int], specs: list[int], out_h: int,
              out_w: int) -> torch.Tensor:
-    return _extension().forward(x, weight, bounds, specs, out_h, out_w)
+    return native.extension().depthwise_forward(x, weight, bounds, specs, out_h, out_w)
 
 
 @_forward.register_fake
@@ -159,7 +123,7 @@ def _(x, weight, bounds, specs, out_h, out_w):
 @torch.library.custom_op("sts3d::depthwise_stencil_backward", mutates_args=())
 def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bounds: list[int], specs: list[int],
               need_x: bool, need_w: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    grad_x, grad_w = _extension().backward(grad, x, weight, bounds, specs, need_x, need_w)
+    grad_x, grad_w = native.extension().depthwise_backward(grad, x, weight, bounds, specs, need_x, need_w)
     return (grad_x if need_x else x.new_empty(0)), (grad_w if need_w else weight.new_empty(0))
 
 

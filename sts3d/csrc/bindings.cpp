@@ -1,0 +1,16 @@
+// The Python module of sts3d's compiled CPU kernels (sts3d/models/native.py builds and loads it).
+#include <torch/extension.h>
+
+#include <vector>
+
+at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight, const std::vector<int64_t>& bounds,
+                             const std::vector<int64_t>& specs, int64_t Ho, int64_t Wo);
+std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                                           const std::vector<int64_t>& bounds, const std::vector<int64_t>& specs,
+                                           bool need_x, bool need_w);
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "sts3d's CPU kernels: depthwise stencil convs, plain and STS, with their gradients";
+  m.def("depthwise_forward", &depthwise_forward);
+  m.def("depthwise_backward", &depthwise_backward);
+}

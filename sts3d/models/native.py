@@ -1,0 +1,58 @@
+"""sts3d's compiled CPU kernels (``sts3d/csrc``), built on first use.
+
+The depthwise stencil convs (:mod:`sts3d.models.stencil`) are a small C++ extension, compiled with the system C++
+compiler through ``torch.utils.cpp_extension`` (``ninja`` from PyPI) the first time they are needed, about 25 s, and
+cached under ``~/.cache/torch_extensions``. Where that fails, or with ``STS3D_NO_EXTENSION=1``, :func:`available` is
+false and the callers use their pure-PyTorch forms (one warning says why): everything runs, slower.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import warnings
+from pathlib import Path
+
+import torch
+
+_SOURCES = [Path(__file__).resolve().parents[1] / "csrc" / name
+            for name in ("depthwise_stencil.cpp", "bindings.cpp")]
+_built: dict = {}  # "module": the compiled module, or None once it could not be built
+
+
+def _cpu_tag() -> str:
+    """The CPU model and its instruction-set flags, hashed: -march=native builds are cached per machine kind, so a
+    cache shared between different CPUs never runs foreign instructions (clock speeds, which vary, are left out)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "any"
+    stable = [line for line in info.split("\n\n")[0].splitlines() if re.match(r"(model name|flags)\s*:", line)]
+    return hashlib.sha1("\n".join(stable).encode()).hexdigest()[:8]
+
+
+def _build():
+    if os.environ.get("STS3D_NO_EXTENSION", "") not in ("", "0"):
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+        return load(f"sts3d_native_{_cpu_tag()}", [str(path) for path in _SOURCES],
+                    extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
+    except Exception as error:  # no compiler, no ninja, a read-only cache...: the pure-PyTorch forms still work
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        warnings.warn(f"sts3d: the compiled CPU kernels could not be built ({type(error).__name__}: {reason}); "
+                      "depthwise convs use the slower 'frames' form", RuntimeWarning, stacklevel=4)
+        return None
+
+
+def extension():
+    """The compiled module, or ``None`` when it cannot be built or is switched off."""
+    if "module" not in _built:
+        _built["module"] = _build()
+    return _built["module"]
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the compiled kernels can be used (builds them on the first call)."""
+    return extension() is not None
