@@ -100,6 +100,8 @@ def test_refuses_a_dense_conv_and_an_unknown_impl():
 def test_auto_keeps_the_stock_conv_off_the_cpu_float_path():
     x = torch.zeros(1, 2, 1, 2, 2)
     fast = "stencil" if native.available() else "frames"
+    assert depthwise_form("auto", x) == "frames"  # one frame of 2x2: tiny planes
+    x = torch.zeros(1, 2, 2, 2, 2)
     assert depthwise_form("auto", x) == fast and depthwise_form("auto", x.double()) == "frames"
     assert depthwise_form("auto", x.to(memory_format=torch.channels_last_3d).transpose(3, 4)) == "frames"
     assert depthwise_form("auto", x.bfloat16()) == "conv3d" and depthwise_form("conv3d", x) == "conv3d"

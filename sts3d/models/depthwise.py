@@ -19,8 +19,9 @@ bit-identical to ``nn.Conv3d(groups=C)``, and computes the gradients with the ke
   odd kernels with padding ``k // 2``, temporal stride 1, equal spatial strides); faster still, same results to
   float rounding;
 * ``'auto'`` (default): on the CPU outside autocast, ``'stencil'`` for a contiguous float32 input where the
-  extension is built, else ``'frames'`` for float32 / float64; elsewhere ``'conv3d'``. It was measured on a 2-core
-  CPU only (``docs/benchmarks.md``); on CUDA the stock conv is kept until measured there.
+  extension is built (except one-frame inputs smaller than 8x8), else ``'frames'`` for float32 / float64; elsewhere
+  ``'conv3d'``. It was measured on a 2-core CPU only (``docs/benchmarks.md``); on CUDA the stock conv is kept until
+  measured there.
 """
 from __future__ import annotations
 
@@ -220,14 +221,18 @@ def depthwise_form(impl: DepthwiseImpl, x: torch.Tensor) -> Form:
             raise RuntimeError("depthwise_impl='stencil' needs float32 CPU tensors outside autocast and the built "
                                "extension (sts3d.models.native.available())")
         return "stencil"
-    if cpu and x.dtype == torch.float32 and x.is_contiguous() and native.available():
+    # One-frame clips (stage 1's images) on maps under 8x8 are many tiny planes, where the stencil's per-plane work
+    # costs more than the frames form's batched 2D convs (measured: 1.7-2.3x at 3x3 and 2x2, a tie at 6x6)
+    tiny = x.dim() == 5 and x.shape[2] == 1 and x.shape[3] * x.shape[4] < 64
+    if cpu and x.dtype == torch.float32 and x.is_contiguous() and not tiny and native.available():
         return "stencil"
     return "frames" if cpu and x.dtype in (torch.float32, torch.float64) else "conv3d"
 
 
 class DepthwiseConv3d(nn.Conv3d):
-    """An ``nn.Conv3d`` (same ``weight`` and ``bias``, same ``state_dict``) whose depthwise conv runs as ``impl``
-    says; a conv :func:`depthwise_conv3d` does not support, or ``impl='conv3d'``, runs as the stock conv.
+    """An ``nn.Conv3d`` (same ``weight`` and ``bias``, same ``state_dict``) whose depthwise conv runs in the form
+    :func:`depthwise_form` picks for ``impl``; a conv that form does not support falls back to ``'frames'``, and a
+    conv that one does not support either (or ``impl='conv3d'``) runs as the stock conv.
 
     Built with the ``nn.Conv3d`` signature plus ``impl``. Input ``(N, C, T, H, W)``, output ``(N, C, T', H', W')``.
     """

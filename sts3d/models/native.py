@@ -8,8 +8,10 @@ false and the callers use their pure-PyTorch forms (one warning says why): every
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -35,9 +37,19 @@ def _build():
     if os.environ.get("STS3D_NO_EXTENSION", "") not in ("", "0"):
         return None
     try:
-        from torch.utils.cpp_extension import load
-        return load(f"sts3d_native_{_cpu_tag()}", [str(path) for path in _SOURCES],
-                    extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
+        # its import warns that no CUDA runtime was found: true, and irrelevant to a CPU extension
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            from torch.utils.cpp_extension import _get_build_directory, load
+        finally:
+            quiet.setLevel(level)
+        name = f"sts3d_native_{_cpu_tag()}"
+        if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+            print("sts3d: compiling the CPU kernels (once per machine, about 25 s)", file=sys.stderr, flush=True)
+        return load(name, [str(path) for path in _SOURCES], extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                    extra_ldflags=["-fopenmp"])
     except Exception as error:  # no compiler, no ninja, a read-only cache...: the pure-PyTorch forms still work
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         warnings.warn(f"sts3d: the compiled CPU kernels could not be built ({type(error).__name__}: {reason}); "

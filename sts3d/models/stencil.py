@@ -3,15 +3,17 @@
 ``sts3d/csrc/depthwise_stencil.cpp`` computes a depthwise conv of every ``(T, H, W)`` plane (one sample, one channel)
 as a sum of *branches*, each a list of taps ``(dt, dy, dx)`` with a weight column, run over a zero-padded copy of the
 plane split into stride phases, so that each tap is one contiguous multiply-add loop; forward, input and weight
-gradients. The stock ``3x3x3`` depthwise conv is one branch of 27 taps. STS's static half (spec section 1.1) is three
-branches over the same plane (the centre ``3x3``, the width line and the height line), read once per plane and
-summed, so the STS conv costs what the plain one does.
+gradients. The stock ``3x3x3`` depthwise conv is one branch of 27 taps. STS's static half (spec section 1.1) is one
+branch of 27 taps in the aligned mode (the centre ``3x3``, the ``1x9`` and the ``9x1`` line) and the centre plus one
+or two line branches in the faithful mode (:func:`sts_static_branches`); the dynamic half is the stock kernel's
+branch, all in one pass over the planes.
 
 The extension is built on first use (:mod:`sts3d.models.native`); where it cannot be, :func:`available` is false and
 ``depthwise_impl='auto'`` falls back to the pure-PyTorch ``'frames'`` form.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence
 
@@ -168,12 +170,22 @@ def stencil_conv(x: torch.Tensor, weight: torch.Tensor, bounds: list[int], group
     return _forward(x, weight, list(bounds), _flatten(groups), *out_hw)
 
 
+# Plans per layer shape, built once (a plan is a few hundred ints; building it is 1-2 % of a small layer's time)
+@functools.lru_cache(maxsize=512)
+def _dense_plan(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: int) -> tuple[int, ...]:
+    return tuple(_flatten([[dense_branch(kernel, stride, t, h, w)]]))
+
+
+@functools.lru_cache(maxsize=512)
+def _sts_plan(stride: int, t: int, h: int, w: int, faithful: bool) -> tuple[int, ...]:
+    return tuple(_flatten([sts_static_branches(stride, t, h, w, faithful), [dense_branch((3, 3, 3), stride, t, h, w)]]))
+
+
 def depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int) -> torch.Tensor:
     """``F.conv3d(x, weight, bias, stride=(1, stride, stride), padding=k // 2, groups=C)`` for an odd kernel."""
     n, c, t, h, w = x.shape
-    kernel = tuple(weight.shape[2:])
-    out = stencil_conv(x, weight.reshape(c, -1), [0, c], [[dense_branch(kernel, stride, t, h, w)]],
-                       (_out_size(h, stride), _out_size(w, stride)))
+    plan = _dense_plan(tuple(weight.shape[2:]), stride, t, h, w)
+    out = _forward(x, weight.reshape(c, -1), [0, c], list(plan), _out_size(h, stride), _out_size(w, stride))
     return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
 
 
@@ -181,6 +193,6 @@ def sts_depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, stride: int, fa
     """The depthwise ``3x3x3`` STS conv (no bias): static half (first ``C / 2`` channels) and dynamic half in one
     pass over the planes. x ``(N, C, T, H, W)``; weight ``(C, 1, 3, 3, 3)``."""
     n, c, t, h, w = x.shape
-    half = c // 2
-    groups = [sts_static_branches(stride, t, h, w, faithful), [dense_branch((3, 3, 3), stride, t, h, w)]]
-    return stencil_conv(x, weight.reshape(c, 27), [0, half, c], groups, (_out_size(h, stride), _out_size(w, stride)))
+    plan = _sts_plan(stride, t, h, w, faithful)
+    return _forward(x, weight.reshape(c, 27), [0, c // 2, c], list(plan), _out_size(h, stride),
+                    _out_size(w, stride))
