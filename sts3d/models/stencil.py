@@ -181,10 +181,16 @@ def _sts_plan(stride: int, t: int, h: int, w: int, faithful: bool) -> tuple[int,
     return tuple(_flatten([sts_static_branches(stride, t, h, w, faithful), [dense_branch((3, 3, 3), stride, t, h, w)]]))
 
 
+def _cached(plan, *key) -> tuple[int, ...]:
+    """``plan(*key)``; torch.compile traces the function itself (it reads the result as constants) instead of its
+    cache, which Dynamo would warn about."""
+    return plan.__wrapped__(*key) if torch.compiler.is_compiling() else plan(*key)
+
+
 def depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int) -> torch.Tensor:
     """``F.conv3d(x, weight, bias, stride=(1, stride, stride), padding=k // 2, groups=C)`` for an odd kernel."""
     n, c, t, h, w = x.shape
-    plan = _dense_plan(tuple(weight.shape[2:]), stride, t, h, w)
+    plan = _cached(_dense_plan, tuple(weight.shape[2:]), stride, t, h, w)
     out = _forward(x, weight.reshape(c, -1), [0, c], list(plan), _out_size(h, stride), _out_size(w, stride))
     return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
 
@@ -193,6 +199,6 @@ def sts_depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, stride: int, fa
     """The depthwise ``3x3x3`` STS conv (no bias): static half (first ``C / 2`` channels) and dynamic half in one
     pass over the planes. x ``(N, C, T, H, W)``; weight ``(C, 1, 3, 3, 3)``."""
     n, c, t, h, w = x.shape
-    plan = _sts_plan(stride, t, h, w, faithful)
+    plan = _cached(_sts_plan, stride, t, h, w, faithful)
     return _forward(x, weight.reshape(c, 27), [0, c // 2, c], list(plan), _out_size(h, stride),
                     _out_size(w, stride))
