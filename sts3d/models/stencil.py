@@ -66,9 +66,9 @@ def _faithful_lines(t: int, h: int, w: int) -> Spec:
     read on in the previous / next column (skipping the first / last column, where the sequence ends)."""
     taps: list[Tap] = [(0, 0, j - 4, j) for j in range(9)]
     taps += [(0, j - 4, 0, 18 + j) for j in range(9)]
-    for d in range(1, 5):  # h + d >= H: the sequence's next column, row h + d - H
+    for d in range(1, 5):  # tap 4 + d of output row r >= h - d reads row r + d - h of the next column
         taps.append((0, d - h, 1, 22 + d, h - d, h, w - 1))
-        taps.append((0, h - d, -1, 22 - d, 0, d, 0))  # h - d < 0: the previous column, row h - d + H
+        taps.append((0, h - d, -1, 22 - d, 0, d, 0))  # tap 4 - d of row r < d: row r - d + h, previous column
     return _branch(taps, (t, h, w), (1, 1), (h, w), w, pad=(0, 4, 0))
 
 
