@@ -4,9 +4,9 @@
 #include <vector>
 
 at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight, const std::vector<int64_t>& bounds,
-                             const std::vector<int64_t>& specs, int64_t Ho, int64_t Wo);
+                             const at::Tensor& specs, int64_t Ho, int64_t Wo);
 std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
-                                           const std::vector<int64_t>& bounds, const std::vector<int64_t>& specs,
+                                           const std::vector<int64_t>& bounds, const at::Tensor& specs,
                                            bool need_x, bool need_w);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -356,8 +356,16 @@ void check(const at::Tensor& t, const char* name) {
 }  // namespace
 
 // x (N, C, T, H, W); weight (C, K). Channels [bounds[g], bounds[g + 1]) are the sum of the branches of group g.
+// The branch specs arrive as an int64 tensor: a list argument costs the dispatcher time per element.
+std::vector<int64_t> spec_list(const at::Tensor& specs) {
+  TORCH_CHECK(specs.scalar_type() == at::kLong && specs.dim() == 1, "depthwise stencil: specs must be 1-D int64");
+  const auto s = specs.contiguous();
+  return std::vector<int64_t>(s.data_ptr<int64_t>(), s.data_ptr<int64_t>() + s.numel());
+}
+
 at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, const std::vector<int64_t>& bounds,
-                             const std::vector<int64_t>& specs, int64_t Ho, int64_t Wo) {
+                             const at::Tensor& spec_tensor, int64_t Ho, int64_t Wo) {
+  const auto specs = spec_list(spec_tensor);
   check(x_, "input"); check(weight_, "weight");
   const auto x = x_.contiguous();
   const auto weight = weight_.contiguous();
@@ -403,8 +411,9 @@ at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, co
 }
 
 std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Tensor& x_, const at::Tensor& weight_,
-                                           const std::vector<int64_t>& bounds, const std::vector<int64_t>& specs,
+                                           const std::vector<int64_t>& bounds, const at::Tensor& spec_tensor,
                                            bool need_x, bool need_w) {
+  const auto specs = spec_list(spec_tensor);
   check(grad_, "grad"); check(x_, "input"); check(weight_, "weight");
   const auto grad = grad_.contiguous();
   const auto x = x_.contiguous();

@@ -112,7 +112,7 @@ def _flatten(groups: list[list[Spec]]) -> list[int]:
 
 # Registered operators, so autograd, FlopCounterMode (``tools/analysis/get_flops.py``) and torch.compile see them.
 @torch.library.custom_op("sts3d::depthwise_stencil", mutates_args=())
-def _forward(x: torch.Tensor, weight: torch.Tensor, bounds: list[int], specs: list[int], out_h: int,
+def _forward(x: torch.Tensor, weight: torch.Tensor, bounds: list[int], specs: torch.Tensor, out_h: int,
              out_w: int) -> torch.Tensor:
     return native.extension().depthwise_forward(x, weight, bounds, specs, out_h, out_w)
 
@@ -123,7 +123,7 @@ def _(x, weight, bounds, specs, out_h, out_w):
 
 
 @torch.library.custom_op("sts3d::depthwise_stencil_backward", mutates_args=())
-def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bounds: list[int], specs: list[int],
+def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bounds: list[int], specs: torch.Tensor,
               need_x: bool, need_w: bool) -> tuple[torch.Tensor, torch.Tensor]:
     grad_x, grad_w = native.extension().depthwise_backward(grad, x, weight, bounds, specs, need_x, need_w)
     return (grad_x if need_x else x.new_empty(0)), (grad_w if need_w else weight.new_empty(0))
@@ -167,21 +167,28 @@ def stencil_conv(x: torch.Tensor, weight: torch.Tensor, bounds: list[int], group
     """The depthwise conv of ``x`` ``(N, C, T, H, W)`` (float32, CPU) whose channels ``[bounds[g], bounds[g + 1])``
     are the sum of the branches ``groups[g]``; ``weight`` ``(C, K)``: per channel the values the branches' weight
     columns index. Returns ``(N, C, T, *out_hw)``, differentiable in ``x`` and ``weight``."""
-    return _forward(x, weight, list(bounds), _flatten(groups), *out_hw)
+    return _forward(x, weight, list(bounds), _plan_tensor(_flatten(groups)), *out_hw)
 
 
 # Plans per layer shape, built once (a plan is a few hundred ints; building it is 1-2 % of a small layer's time)
-@functools.lru_cache(maxsize=512)
-def _dense_plan(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: int) -> tuple[int, ...]:
-    return tuple(_flatten([[dense_branch(kernel, stride, t, h, w)]]))
+def _plan_tensor(flat: list[int]) -> torch.Tensor:
+    """The specs as the operators take them: an int64 tensor (a list argument costs the dispatcher per element,
+    70 us for an STS plan)."""
+    return torch.tensor(flat, dtype=torch.int64)
 
 
 @functools.lru_cache(maxsize=512)
-def _sts_plan(stride: int, t: int, h: int, w: int, faithful: bool) -> tuple[int, ...]:
-    return tuple(_flatten([sts_static_branches(stride, t, h, w, faithful), [dense_branch((3, 3, 3), stride, t, h, w)]]))
+def _dense_plan(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: int) -> torch.Tensor:
+    return _plan_tensor(_flatten([[dense_branch(kernel, stride, t, h, w)]]))
 
 
-def _cached(plan, *key) -> tuple[int, ...]:
+@functools.lru_cache(maxsize=512)
+def _sts_plan(stride: int, t: int, h: int, w: int, faithful: bool) -> torch.Tensor:
+    return _plan_tensor(_flatten([sts_static_branches(stride, t, h, w, faithful),
+                                  [dense_branch((3, 3, 3), stride, t, h, w)]]))
+
+
+def _cached(plan, *key) -> torch.Tensor:
     """``plan(*key)``; torch.compile traces the function itself (it reads the result as constants) instead of its
     cache, which Dynamo would warn about."""
     return plan.__wrapped__(*key) if torch.compiler.is_compiling() else plan(*key)
@@ -191,7 +198,7 @@ def depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
     """``F.conv3d(x, weight, bias, stride=(1, stride, stride), padding=k // 2, groups=C)`` for an odd kernel."""
     n, c, t, h, w = x.shape
     plan = _cached(_dense_plan, tuple(weight.shape[2:]), stride, t, h, w)
-    out = _forward(x, weight.reshape(c, -1), [0, c], list(plan), _out_size(h, stride), _out_size(w, stride))
+    out = _forward(x, weight.reshape(c, -1), [0, c], plan, _out_size(h, stride), _out_size(w, stride))
     return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
 
 
@@ -200,5 +207,4 @@ def sts_depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, stride: int, fa
     pass over the planes. x ``(N, C, T, H, W)``; weight ``(C, 1, 3, 3, 3)``."""
     n, c, t, h, w = x.shape
     plan = _cached(_sts_plan, stride, t, h, w, faithful)
-    return _forward(x, weight.reshape(c, 27), [0, c // 2, c], list(plan), _out_size(h, stride),
-                    _out_size(w, stride))
+    return _forward(x, weight.reshape(c, 27), [0, c // 2, c], plan, _out_size(h, stride), _out_size(w, stride))
