@@ -44,6 +44,7 @@ struct Branch {
   int64_t out_rows, out_cols;           // its valid output grid
   int64_t view_cols, every_r, every_c;  // the output viewed with view_cols columns, every n-th row / column taken
   int64_t PR, PC, F, plen, olen;
+  size_t id = 0;                        // its position among all branches of the call (its scratch buffers)
   int64_t margin;                       // zeros before an output-gradient buffer (the transposed gather reads there)
   std::vector<int64_t> tap_at, tap_col;  // full taps: buffer offset (phase + shift), weight column
   std::vector<EdgeTap> edges;
@@ -279,7 +280,7 @@ struct Group {
 std::vector<Group> make_groups(const std::vector<int64_t>& bounds, const std::vector<int64_t>& specs, int64_t T,
                                int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
   std::vector<Group> groups;
-  size_t at = 0;
+  size_t at = 0, id = 0;
   for (size_t g = 0; g + 1 < bounds.size(); ++g) {
     TORCH_CHECK(at < specs.size(), "depthwise stencil: a channel group without branches");
     Group grp{bounds[g], bounds[g + 1], {}};
@@ -289,6 +290,7 @@ std::vector<Group> make_groups(const std::vector<int64_t>& bounds, const std::ve
       const std::vector<int64_t> spec(specs.begin() + at + 1, specs.begin() + at + 1 + specs[at]);
       at += 1 + specs[at];
       grp.branches.emplace_back(spec, T, H, W, Ho, Wo);
+      grp.branches.back().id = id++;
     }
     groups.push_back(std::move(grp));
   }
@@ -306,14 +308,12 @@ const Group& group_of(const std::vector<Group>& groups, int64_t c) {
 // are written before they are read, and the transposed planes exist only where a branch reads the transpose.
 struct Scratch {
   std::vector<std::vector<float>> phases, grad_grid;
-  std::unique_ptr<float[]> grid, grad_phases, plane, plane_grad;
-  std::vector<const Branch*> order;
+  std::unique_ptr<float[]> grid, grad_phases, plane, plane_grad;  // phases and grad_grid: one per Branch::id
 
   Scratch(const std::vector<Group>& groups, int64_t plane_len, bool backward) {
     size_t o = 0, p = 0;
     bool transposes = false;
     for (const auto& g : groups) for (const auto& b : g.branches) {
-      order.push_back(&b);
       phases.emplace_back(b.phases_len(), 0.f);
       if (backward) grad_grid.emplace_back(b.grid_len(), 0.f);
       o = std::max<size_t>(o, blocks(b.olen) + b.F);
@@ -328,7 +328,6 @@ struct Scratch {
       grid.reset(new float[o]);
     }
   }
-  size_t index(const Branch& b) const { return std::find(order.begin(), order.end(), &b) - order.begin(); }
 };
 
 // d[w * H + h] (+)= s[h * W + w] for each of T frames, in cache tiles
@@ -389,7 +388,7 @@ at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, co
           transpose_frames<false>(src, scratch.plane.get(), T, H, W);
           transposed = true;
         }
-        float* P = scratch.phases[scratch.index(b)].data();
+        float* P = scratch.phases[b.id].data();
         to_phases(b.transpose_in ? scratch.plane.get() : src, P, b, T);
         stencil(P, wp + c * K, b, T, scratch.grid.get());
         for (int64_t t = 0; t < T; ++t) {
@@ -439,8 +438,7 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Te
         float* gxplane = need_x ? gxp + nc * T * H * W : nullptr;
         bool transposed = false, first_x = true, first_t = true;
         for (const Branch& b : g.branches) {
-          const size_t bi = scratch.index(b);
-          float* G = scratch.grad_grid[bi].data() + b.margin;
+          float* G = scratch.grad_grid[b.id].data() + b.margin;
           for (int64_t t = 0; t < T; ++t) {
             float* o = G + t * b.F;
             const float* s = go + t * Ho * Wo;
@@ -452,7 +450,7 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Te
               transpose_frames<false>(src, scratch.plane.get(), T, H, W);
               transposed = true;
             }
-            float* P = scratch.phases[bi].data();
+            float* P = scratch.phases[b.id].data();
             to_phases(b.transpose_in ? scratch.plane.get() : src, P, b, T);
             weight_grad(G, P, b, T, gwp + c * K);
           }

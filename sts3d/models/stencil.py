@@ -162,21 +162,13 @@ def _backward_flops(grad_shape, x_shape, weight_shape, bounds, specs, need_x, ne
     return (int(need_x) + int(need_w)) * 2 * math.prod(grad_shape) * weight_shape[1]
 
 
-def stencil_conv(x: torch.Tensor, weight: torch.Tensor, bounds: list[int], groups: list[list[Spec]],
-                 out_hw: tuple[int, int]) -> torch.Tensor:
-    """The depthwise conv of ``x`` ``(N, C, T, H, W)`` (float32, CPU) whose channels ``[bounds[g], bounds[g + 1])``
-    are the sum of the branches ``groups[g]``; ``weight`` ``(C, K)``: per channel the values the branches' weight
-    columns index. Returns ``(N, C, T, *out_hw)``, differentiable in ``x`` and ``weight``."""
-    return _forward(x, weight, list(bounds), _plan_tensor(_flatten(groups)), *out_hw)
-
-
-# Plans per layer shape, built once (a plan is a few hundred ints; building it is 1-2 % of a small layer's time)
 def _plan_tensor(flat: list[int]) -> torch.Tensor:
     """The specs as the operators take them: an int64 tensor (a list argument costs the dispatcher per element,
     70 us for an STS plan)."""
     return torch.tensor(flat, dtype=torch.int64)
 
 
+# Plans per layer shape, built once (a plan is a few hundred ints; building it is 1-2 % of a small layer's time)
 @functools.lru_cache(maxsize=512)
 def _dense_plan(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: int) -> torch.Tensor:
     return _plan_tensor(_flatten([[dense_branch(kernel, stride, t, h, w)]]))
