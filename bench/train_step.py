@@ -90,23 +90,38 @@ def child_speed(args: argparse.Namespace) -> dict:
 
 
 def child_memory(args: argparse.Namespace) -> dict:
-    """Peak memory (MiB) of one training step, over the memory of the built model."""
+    """Peak memory (MiB) of one training step, over the memory of the built model. On CUDA one child measures every
+    ``(batch, with_cp)`` of ``--batches`` (the peak counter resets); on the CPU the peak resident size cannot, so
+    each child measures ``--batch`` and ``--with-cp`` alone."""
     import torch
 
-    trainer = build_trainer(args.model, None, args.device, with_cp=args.with_cp)
-    t = clip_frames(args.model, args.frames)
-    clips = torch.randn(args.batch, 1, 3, t, args.size, args.size)
-    labels = torch.randint(400, (args.batch,), device=args.device)
-    if args.device == "cuda":
+    def step(batch: int, with_cp: bool) -> float:
+        """MiB the step took over the built model."""
+        trainer = build_trainer(args.model, None, args.device, with_cp=with_cp)
+        clips = torch.randn(batch, 1, 3, clip_frames(args.model, args.frames), args.size, args.size)
+        labels = torch.randint(400, (batch,), device=args.device)
+        if args.device != "cuda":
+            base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+            trainer.step(trainer.to_device(clips), labels)
+            return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         trainer.step(trainer.to_device(clips), labels)
         torch.cuda.synchronize()
-        return {"peak_mib": (torch.cuda.max_memory_allocated() - base) / 2 ** 20}
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    trainer.step(trainer.to_device(clips), labels)
-    return {"peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024}
+        return (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+
+    if args.device != "cuda":
+        return {"peak_mib": step(args.batch, args.with_cp)}
+    peaks = {}
+    for batch in args.batches:
+        for with_cp in (False, True):
+            torch.cuda.empty_cache()
+            try:
+                peaks[f"{batch} {int(with_cp)}"] = step(batch, with_cp)
+            except torch.OutOfMemoryError:
+                peaks[f"{batch} {int(with_cp)}"] = None
+    return {"peaks_mib": peaks}
 
 
 def run_child(argv: list[str], threads: int) -> tuple[dict | None, str]:
@@ -153,11 +168,20 @@ def main() -> None:
         print(f"{'model':<17}" + "".join(f"{f'b{b}':>10}{f'b{b} cp':>10}" for b in args.batches))
         for name in args.models:
             cells = []
-            for batch in args.batches:
-                for cp in (False, True):
-                    result, error = run_child(["--child", "memory", "--model", name, "--batch", str(batch),
-                                               *(["--with-cp"] if cp else []), *common], args.threads)
-                    cells.append(f"{result['peak_mib']:>10.0f}" if result else f"{'n/a':>10}")
+            if args.device == "cuda":  # one child for the model's every cell (counts over the built model each)
+                result, error = run_child(["--child", "memory", "--model", name, "--batches",
+                                           *map(str, args.batches), *common], args.threads)
+                peaks = result["peaks_mib"] if result else {}
+                for batch in args.batches:
+                    for cp in (0, 1):
+                        peak = peaks.get(f"{batch} {cp}")
+                        cells.append(f"{peak:>10.0f}" if peak is not None else f"{'OOM' if result else 'n/a':>10}")
+            else:
+                for batch in args.batches:
+                    for cp in (False, True):
+                        result, error = run_child(["--child", "memory", "--model", name, "--batch", str(batch),
+                                                   *(["--with-cp"] if cp else []), *common], args.threads)
+                        cells.append(f"{result['peak_mib']:>10.0f}" if result else f"{'n/a':>10}")
             print(f"{name:<17}" + "".join(cells), flush=True)
         return
     print(f"batch {args.batch}; {args.rounds} interleaved rounds of {args.steps} steps; clips/s, and speed-up "

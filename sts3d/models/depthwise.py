@@ -1,4 +1,4 @@
-"""Depthwise 3D convolution with a fast CPU backward (the ``3x3x3`` conv of ir-CSN and X3D).
+"""Depthwise 3D convolution, fast forms (the ``3x3x3`` conv of ir-CSN and X3D).
 
 PyTorch's CPU ``conv3d`` runs a depthwise forward at a reasonable speed, but its backward (input and weight
 gradients) is 10-30 times slower than the forward. :func:`depthwise_conv3d` keeps the stock forward, so outputs are
@@ -15,13 +15,14 @@ bit-identical to ``nn.Conv3d(groups=C)``, and computes the gradients with the ke
 * ``'conv3d'``: the stock ``nn.Conv3d`` forward and backward;
 * ``'frames'``: the stock forward and the backward above, wherever the conv is supported (temporal stride 1,
   temporal padding ``k_t // 2``, odd ``k_t``, no dilation, zero padding) and on any device;
-* ``'stencil'``: the compiled CPU kernels of :mod:`sts3d.models.stencil` for forward and backward (float32, NCDHW;
-  odd kernels with padding ``k // 2``, temporal stride 1, equal spatial strides); faster still, same results to
-  float rounding;
-* ``'auto'`` (default): on the CPU outside autocast, ``'stencil'`` for a contiguous float32 input where the
-  extension is built (except one-frame inputs smaller than 8x8), else ``'frames'`` for float32 / float64; elsewhere
-  ``'conv3d'``. It was measured on a 2-core CPU only (``docs/benchmarks.md``); on CUDA the stock conv is kept until
-  measured there.
+* ``'stencil'``: our own kernels for forward and backward (odd kernels with padding ``k // 2``, temporal stride 1,
+  equal spatial strides; NCDHW): on the CPU the compiled kernels of :mod:`sts3d.models.stencil` (float32), on CUDA
+  the Triton kernels of :mod:`sts3d.models.cuda_stencil` (float32, bfloat16, float16); faster still, same results
+  to float rounding;
+* ``'auto'`` (default): ``'stencil'`` for a contiguous input where those kernels run (on the CPU outside autocast,
+  except one-frame inputs smaller than 8x8), else on the CPU ``'frames'`` for float32 / float64, elsewhere
+  ``'conv3d'`` (channels-last CUDA tensors: cuDNN's channels-last kernels). Measured on a 2-core CPU and an H100
+  (``docs/benchmarks.md``).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from . import native, stencil
+from . import cuda_stencil, native, stencil
 
 DepthwiseImpl = Literal["auto", "conv3d", "frames", "stencil"]
 DEPTHWISE_IMPLS: tuple[str, ...] = ("auto", "conv3d", "frames", "stencil")
@@ -210,21 +211,30 @@ def stencil_form_applies(conv: nn.Conv3d) -> bool:
             and conv.stride[1] == conv.stride[2])
 
 
+# dtypes the CUDA kernels take (float32 accumulation); the CPU stencil takes float32 only
+_CUDA_STENCIL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def depthwise_form(impl: DepthwiseImpl, x: torch.Tensor) -> Form:
     """The form that computes a depthwise conv of ``x`` under ``impl`` (see the module docstring), for a conv that
     every form supports. An explicit ``'stencil'`` that cannot run raises (``RuntimeError``)."""
     if impl in ("conv3d", "frames"):
         return impl
     cpu = x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
+    cpu_ready = cpu and x.dtype == torch.float32 and native.available()
+    cuda_ready = x.device.type == "cuda" and x.dtype in _CUDA_STENCIL_DTYPES and cuda_stencil.available()
     if impl == "stencil":
-        if not (cpu and x.dtype == torch.float32 and native.available()):
+        if not (cpu_ready or cuda_ready):
             raise RuntimeError("depthwise_impl='stencil' needs float32 CPU tensors outside autocast and the built "
-                               "extension (sts3d.models.native.available())")
+                               "extension (sts3d.models.native.available()), or CUDA tensors and triton "
+                               "(sts3d.models.cuda_stencil.available())")
         return "stencil"
     # One-frame clips (stage 1's images) on maps under 8x8 are many tiny planes, where the stencil's per-plane work
     # costs more than the frames form's batched 2D convs (measured: 1.7-2.3x at 3x3 and 2x2, a tie at 6x6)
     tiny = x.dim() == 5 and x.shape[2] == 1 and x.shape[3] * x.shape[4] < 64
-    if cpu and x.dtype == torch.float32 and x.is_contiguous() and not tiny and native.available():
+    if cpu_ready and x.is_contiguous() and not tiny:
+        return "stencil"
+    if cuda_ready and x.is_contiguous():  # channels-last clips keep cuDNN's channels-last kernels
         return "stencil"
     return "frames" if cpu and x.dtype in (torch.float32, torch.float64) else "conv3d"
 

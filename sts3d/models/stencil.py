@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from . import native
+from . import cuda_stencil, native
 
 Spec = list[int]  # one branch, as the C++ side reads it (see _branch)
 
@@ -187,7 +187,10 @@ def _cached(plan, *key) -> torch.Tensor:
 
 
 def depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int) -> torch.Tensor:
-    """``F.conv3d(x, weight, bias, stride=(1, stride, stride), padding=k // 2, groups=C)`` for an odd kernel."""
+    """``F.conv3d(x, weight, bias, stride=(1, stride, stride), padding=k // 2, groups=C)`` for an odd kernel (CUDA
+    tensors: :func:`sts3d.models.cuda_stencil.depthwise_cuda`)."""
+    if x.device.type == "cuda":
+        return cuda_stencil.depthwise_cuda(x, weight, bias, stride)
     n, c, t, h, w = x.shape
     plan = _cached(_dense_plan, tuple(weight.shape[2:]), stride, t, h, w)
     out = _forward(x, weight.reshape(c, -1), [0, c], plan, _out_size(h, stride), _out_size(w, stride))
@@ -196,7 +199,10 @@ def depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
 
 def sts_depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, stride: int, faithful: bool) -> torch.Tensor:
     """The depthwise ``3x3x3`` STS conv (no bias): static half (first ``C / 2`` channels) and dynamic half in one
-    pass over the planes. x ``(N, C, T, H, W)``; weight ``(C, 1, 3, 3, 3)``."""
+    pass over the planes (CUDA tensors: :func:`sts3d.models.cuda_stencil.sts_depthwise_cuda`). x ``(N, C, T, H, W)``;
+    weight ``(C, 1, 3, 3, 3)``."""
+    if x.device.type == "cuda":
+        return cuda_stencil.sts_depthwise_cuda(x, weight, stride, faithful)
     n, c, t, h, w = x.shape
     plan = _cached(_sts_plan, stride, t, h, w, faithful)
     return _forward(x, weight.reshape(c, 27), [0, c // 2, c], plan, _out_size(h, stride), _out_size(w, stride))

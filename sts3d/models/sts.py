@@ -384,8 +384,8 @@ class STSConv3d(nn.Conv3d):
     """A drop-in ``nn.Conv3d`` that computes the STS convolution with its own weight.
 
     Built with the ``nn.Conv3d`` signature plus ``mode`` and ``depthwise_impl`` (for the depthwise form, the form
-    :func:`sts3d.models.depthwise.depthwise_form` picks: ``'stencil'``, both halves in one compiled pass over the
-    planes, :func:`sts3d.models.stencil.sts_depthwise_stencil`; ``'frames'``, both halves with hand-written
+    :func:`sts3d.models.depthwise.depthwise_form` picks: ``'stencil'``, both halves in one pass of our own kernels
+    (CPU or CUDA), :func:`sts3d.models.stencil.sts_depthwise_stencil`; ``'frames'``, both halves with hand-written
     gradients, ``_STSDepthwiseFunction``; otherwise the stock convs); use it as a conv type (see
     ``sts3d.models.convs``). Input ``(N, C_in, T, H, W)``, output ``(N, C_out, T, H', W')``: the same shapes as the
     plain conv.

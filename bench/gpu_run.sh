@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The GPU figures of docs/benchmarks.md in one run on a lent GPU machine, inside a time budget: the correctness
+# check first, then the benchmarks by priority (the CUDA kernels per layer and per step, STS on / off, the training
+# switches, the loader, multi-view testing), each cut at what is left of the budget. Logs go to $OUT (default
+# /tmp/sts3d-gpu), one file per part. Peak memory: bench/train_step.py --device cuda --memory --batches 8 16.
+#
+#   bash bench/gpu_run.sh [SECONDS]          # default 540
+#
+# A machine without our optional packages: put wheels in .gpu/whl (decord for the loader), the benchmark videos in
+# .gpu/bench-videos and ../shared/reference in .gpu/reference; they are used when present.
+set -u
+budget=${1:-540}
+start=$SECONDS
+out=${OUT:-/tmp/sts3d-gpu}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+if compgen -G ".gpu/whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/sts3d-site .gpu/whl/*.whl \
+        && export PYTHONPATH=$PYTHONPATH:/tmp/sts3d-site
+fi
+if [ -d .gpu/bench-videos ] && [ ! -d ../shared/bench-videos ]; then
+    mkdir -p ../shared && cp -r .gpu/bench-videos ../shared/
+fi
+[ -d .gpu/reference ] && export STS3D_REFERENCE_DIR=$PWD/.gpu/reference
+
+# part NAME SECONDS COMMAND...: run COMMAND for at most SECONDS (less if the budget runs short)
+part() {
+    local name=$1 limit=$2
+    shift 2
+    local left=$((budget - (SECONDS - start) - 5))
+    [ "$left" -lt "$limit" ] && limit=$left
+    if [ "$limit" -lt 10 ]; then
+        echo "=== $name: skipped, the budget is spent"
+        return 1
+    fi
+    echo "=== $name (at most ${limit}s, at $((SECONDS - start))s)"
+    timeout "$limit" "$@" 2>&1 | tee "$out/$name.log"
+    local status=${PIPESTATUS[0]}
+    [ "$status" -eq 124 ] && echo "=== $name: cut at ${limit}s"
+    return "$status"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$out/gpu.txt"
+python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__)" \
+    | tee -a "$out/gpu.txt"
+if ! part check 90 python3 bench/cuda_check.py; then
+    echo "=== the Triton kernels failed their check: the benchmarks below run with them switched off"
+    export STS3D_NO_EXTENSION=1
+fi
+part kernels 90 python3 bench/cuda_kernels.py
+part depthwise 60 python3 bench/depthwise.py --device cuda --batch 8 --size 224 --rounds 9 --skip-layers
+part sts 90 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7
+part train_sf 70 python3 bench/train_step.py --device cuda --models slowfast50_8x8 --batch 16 --size 224 \
+    --rounds 3 --switches channels_last bf16
+part train_x3d 150 python3 bench/train_step.py --device cuda --models x3d_s --batch 32 --frames 13 --size 160 \
+    --rounds 3
+part loader 60 python3 bench/loader_vs_model.py --device cuda --batch 16 --decoders decord --threads 8
+part multiview 40 python3 bench/multiview_test.py --device cuda
+echo "=== done at $((SECONDS - start))s"

@@ -1,0 +1,290 @@
+"""Depthwise 3D convolutions on CUDA as Triton tile kernels (the ``'stencil'`` depthwise implementation on GPUs).
+
+PyTorch runs a depthwise ``conv3d`` on CUDA with generic kernels whose backward costs 4-10 times the forward
+(measured on an H100, ``docs/benchmarks.md``). Here one Triton program computes one frame's tile of outputs as a
+sum of taps, each a masked load of the input at an offset computed from the output position, so every pass (the
+forward, the input gradient and the weight gradient) is one launch that reads its inputs once from memory:
+
+* a plain depthwise conv (odd kernel, padding ``k // 2``, spatial stride ``s``, temporal stride 1): its ``k_t k_h
+  k_w`` taps; the input gradient is the transposed conv, whose taps read the output gradient where ``s`` divides
+  the offset;
+* STS (spec section 1.1): the dynamic half (channels ``C / 2`` on) is the plain ``3x3x3`` conv; the static half's
+  27 taps all read frame ``t``: the centre ``3x3`` and two 9-tap lines, in the aligned mode a ``1x9`` and a ``9x1``
+  kernel at the strided positions, in the faithful mode the original's lines along the row-major and column-major
+  flattened frame (running on into the next row / column), with the original's stride-2 placement (every
+  ``s**2``-th element of the line, read as the output map, where that fills it; else the line at the strided
+  positions: the odd-size rule of ``sts3d.models.sts``).
+
+Accumulation is float32 for float32, bfloat16 and float16 inputs; outputs take the input's dtype, the weight
+gradient the weight's. Needs ``triton`` (installed with PyTorch's CUDA wheels); :func:`available` says whether the
+kernels can run, and ``STS3D_NO_EXTENSION=1`` switches them off with the CPU extension. They also run on the CPU
+under ``TRITON_INTERPRET=1``, which the tests use.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import torch
+from torch.utils.flop_counter import register_flop_formula
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs: the CUDA kernels are simply not offered
+    triton = None
+
+PLAIN, FAITHFUL, ALIGNED = 0, 1, 2  # the operators' ``mode``
+# Tile of 256 outputs, 2 warps: the fastest of 256/2, 512/4 and 1024/8 on every CSN and X3D layer (H100)
+_TILE, _WARPS = 256, 2
+
+
+@torch.compiler.assume_constant_result
+def available() -> bool:
+    """Whether the Triton kernels can run on CUDA tensors here."""
+    return (triton is not None and os.environ.get("STS3D_NO_EXTENSION", "") in ("", "0")
+            and torch.cuda.is_available())
+
+
+if triton is not None:
+    # Layer sizes vary per layer: specialising on them (divisibility by 16) would compile a variant per shape.
+    _SIZES = ["C", "SPLIT", "T", "H", "W", "OH", "OW", "FILLS"]
+
+    @triton.jit
+    def _plain_tap(oh, ow, H, W, OH, OW, S: tl.constexpr, dy, dx, TRANSPOSED: tl.constexpr):
+        """Offset within the source frame and mask of a tap at ``(dy, dx)``. Forward: output ``(oh, ow)`` reads input
+        ``(oh * S + dy, ow * S + dx)``; transposed (``(oh, ow)`` an input position, the source the output
+        gradient ``OH x OW``): the output that read it through this tap."""
+        if TRANSPOSED:
+            qh = oh - dy
+            qw = ow - dx
+            sh = qh // S
+            sw = qw // S
+            ok = (qh >= 0) & (qw >= 0) & (qh % S == 0) & (qw % S == 0) & (sh < OH) & (sw < OW)
+            return sh * OW + sw, ok
+        ih = oh * S + dy
+        iw = ow * S + dx
+        return ih * W + iw, (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
+
+    @triton.jit
+    def _line_tap(oh, ow, H, W, OH, OW, S: tl.constexpr, d, FILLS, COLUMN: tl.constexpr,
+                  TRANSPOSED: tl.constexpr):
+        """A faithful line tap ``d`` (-4..4) along the row-major (``COLUMN``: column-major) flattened frame, in the
+        forward or transposed direction as :func:`_plain_tap`. ``FILLS``: the output takes every ``S**2``-th
+        element of the line (row-major, or column-major for the column line); else the line at ``(oh S, ow S)``."""
+        if TRANSPOSED:  # (oh, ow) is an input position: r, the line position of the output that reads it
+            r = (ow * H + oh - d) if COLUMN else (oh * W + ow - d)
+            step = S * S
+            k = r // step
+            fills = (r >= 0) & (r % step == 0) & (k < OH * OW)
+            if COLUMN:
+                k_out = (k % OH) * OW + k // OH
+                rh = r % H
+                rw = r // H
+            else:
+                k_out = k
+                rh = r // W
+                rw = r % W
+            strided = (r >= 0) & (r < H * W) & (rh % S == 0) & (rw % S == 0)
+            return tl.where(FILLS != 0, k_out, (rh // S) * OW + rw // S), tl.where(FILLS != 0, fills, strided)
+        if COLUMN:
+            q = tl.where(FILLS != 0, (ow * OH + oh) * S * S, ow * S * H + oh * S) + d
+            return (q % H) * W + q // H, (q >= 0) & (q < H * W)
+        q = tl.where(FILLS != 0, (oh * OW + ow) * S * S, oh * S * W + ow * S) + d
+        return q, (q >= 0) & (q < H * W)
+
+    @triton.jit
+    def _static_tap(k: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS, MODE: tl.constexpr,
+                    TRANSPOSED: tl.constexpr):
+        """STS static tap ``k`` (weight column): 0-8 the width line, 9-17 the centre ``3x3``, 18-26 the height
+        line; all in frame ``t``."""
+        if k >= 9 and k < 18:
+            return _plain_tap(oh, ow, H, W, OH, OW, S, (k - 9) // 3 - 1, (k - 9) % 3 - 1, TRANSPOSED)
+        if MODE == 2:  # aligned: zero-padded 1x9 / 9x1 kernels at the strided positions
+            if k < 9:
+                return _plain_tap(oh, ow, H, W, OH, OW, S, 0, k - 4, TRANSPOSED)
+            return _plain_tap(oh, ow, H, W, OH, OW, S, k - 22, 0, TRANSPOSED)
+        if k < 9:
+            return _line_tap(oh, ow, H, W, OH, OW, S, k - 4, FILLS, False, TRANSPOSED)
+        return _line_tap(oh, ow, H, W, OH, OW, S, k - 22, FILLS, True, TRANSPOSED)
+
+    @triton.jit(do_not_specialize=_SIZES)
+    def _conv_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
+                     KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
+                     TRANSPOSED: tl.constexpr, HAS_BIAS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+        """One frame's ``BH x BW`` output tile. Forward: src ``(.., T, H, W)``, out ``(.., T, OH, OW)``; with
+        ``TRANSPOSED`` the input gradient: src the output gradient, out the input's, the sizes as in the forward.
+        Channels below ``SPLIT`` are STS's static half (``MODE`` 1 or 2), the others plain."""
+        frame = tl.program_id(0)
+        t = frame % T
+        plane = frame // T
+        c = plane % C
+        if TRANSPOSED:
+            rows, cols, src_size = H, W, OH * OW
+        else:
+            rows, cols, src_size = OH, OW, H * W
+        oh = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
+        ow = tl.program_id(2) * BW + tl.arange(0, BW)[None, :]
+        inside = (oh < rows) & (ow < cols)
+        src = src_ptr + plane.to(tl.int64) * T * src_size
+        weights = w_ptr + c * KT * KH * KW
+        acc = tl.zeros([BH, BW], dtype=tl.float32)
+        if c >= SPLIT:
+            for i in tl.static_range(KT):
+                ts = t - (i - KT // 2) if TRANSPOSED else t + i - KT // 2
+                for y in tl.static_range(KH):
+                    for x in tl.static_range(KW):
+                        at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, x - KW // 2, TRANSPOSED)
+                        v = tl.load(src + ts * src_size + at, mask=inside & ok & (ts >= 0) & (ts < T), other=0.0)
+                        acc += v.to(tl.float32) * tl.load(weights + (i * KH + y) * KW + x).to(tl.float32)
+        elif MODE != 0:
+            for k in tl.static_range(27):
+                at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED)
+                v = tl.load(src + t * src_size + at, mask=inside & ok, other=0.0)
+                acc += v.to(tl.float32) * tl.load(weights + k).to(tl.float32)
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + c).to(tl.float32)
+        tl.store(out_ptr + (frame.to(tl.int64) * rows + oh) * cols + ow, acc.to(out_ptr.dtype.element_ty),
+                 mask=inside)
+
+    @triton.jit(do_not_specialize=_SIZES)
+    def _weight_grad_kernel(x_ptr, grad_ptr, part_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
+                            KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
+                            BH: tl.constexpr, BW: tl.constexpr):
+        """Per program (frame, output tile): ``part[.., k] = sum over the tile of grad * what tap k reads``."""
+        frame = tl.program_id(0)
+        t = frame % T
+        plane = frame // T
+        c = plane % C
+        oh = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
+        ow = tl.program_id(2) * BW + tl.arange(0, BW)[None, :]
+        inside = (oh < OH) & (ow < OW)
+        grad = tl.load(grad_ptr + (frame.to(tl.int64) * OH + oh) * OW + ow, mask=inside, other=0.0).to(tl.float32)
+        x = x_ptr + plane.to(tl.int64) * T * H * W
+        tile = (frame.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
+        part = part_ptr + tile * KT * KH * KW
+        if c >= SPLIT:
+            for i in tl.static_range(KT):
+                ts = t + i - KT // 2
+                for y in tl.static_range(KH):
+                    for xk in tl.static_range(KW):
+                        at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, xk - KW // 2, False)
+                        v = tl.load(x + ts * H * W + at, mask=inside & ok & (ts >= 0) & (ts < T), other=0.0)
+                        tl.store(part + (i * KH + y) * KW + xk, tl.sum(tl.sum(v.to(tl.float32) * grad, 1), 0))
+        elif MODE != 0:
+            for k in tl.static_range(27):
+                at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, False)
+                v = tl.load(x + t * H * W + at, mask=inside & ok, other=0.0)
+                tl.store(part + k, tl.sum(tl.sum(v.to(tl.float32) * grad, 1), 0))
+
+
+def _out_size(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1
+
+
+def _tile(rows: int, cols: int) -> tuple[int, int]:
+    width = min(64, triton.next_power_of_2(cols))
+    return max(1, min(triton.next_power_of_2(rows), _TILE // width)), width
+
+
+def _layer(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> dict:
+    """The kernels' size and mode arguments for this conv."""
+    c, t, h, w = x.shape[1:]
+    oh, ow = _out_size(h, stride), _out_size(w, stride)
+    kt, kh, kw = weight.shape[2:]
+    # the original's faithful placement: every stride**2-th line element where that fills the output map exactly
+    fills = stride == 1 or (h * w - 1) // (stride * stride) + 1 == oh * ow
+    return dict(C=c, SPLIT=0 if mode == PLAIN else c // 2, T=t, H=h, W=w, OH=oh, OW=ow, FILLS=int(fills), KT=kt,
+                KH=kh, KW=kw, S=stride, MODE=mode)
+
+
+def _launch(src: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], sizes: dict,
+            transposed: bool) -> torch.Tensor:
+    rows, cols = out.shape[3:]
+    bh, bw = _tile(rows, cols)
+    grid = (out.shape[0] * out.shape[1] * out.shape[2], triton.cdiv(rows, bh), triton.cdiv(cols, bw))
+    _conv_kernel[grid](src, weight, bias if bias is not None else weight, out, **sizes, TRANSPOSED=transposed,
+                       HAS_BIAS=bias is not None, BH=bh, BW=bw, num_warps=_WARPS)
+    return out
+
+
+# Registered operators, so autograd, FlopCounterMode and torch.compile see them (as for the CPU stencil).
+@torch.library.custom_op("sts3d::cuda_stencil", mutates_args=())
+def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int,
+             mode: int) -> torch.Tensor:
+    """x ``(N, C, T, H, W)`` contiguous; weight ``(C, 1, kt, kh, kw)``; ``mode``: PLAIN, FAITHFUL or ALIGNED."""
+    sizes = _layer(x, weight, stride, mode)
+    out = x.new_empty(*x.shape[:3], sizes["OH"], sizes["OW"])
+    return _launch(x, out, weight.contiguous(), bias, sizes, transposed=False)
+
+
+@_forward.register_fake
+def _(x, weight, bias, stride, mode):
+    return x.new_empty(*x.shape[:3], _out_size(x.shape[3], stride), _out_size(x.shape[4], stride))
+
+
+@torch.library.custom_op("sts3d::cuda_stencil_backward", mutates_args=())
+def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int, need_x: bool,
+              need_w: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Input and weight gradients (empty where not needed)."""
+    sizes = _layer(x, weight, stride, mode)
+    weight = weight.contiguous()
+    grad_x = _launch(grad, torch.empty_like(x), weight, None, sizes, transposed=True) if need_x else x.new_empty(0)
+    grad_w = weight.new_empty(0)
+    if need_w:
+        bh, bw = _tile(sizes["OH"], sizes["OW"])
+        tiles = (triton.cdiv(sizes["OH"], bh), triton.cdiv(sizes["OW"], bw))
+        n, c, t = x.shape[:3]
+        part = torch.empty(n, c, t * tiles[0] * tiles[1], weight[0].numel(), dtype=torch.float32, device=x.device)
+        _weight_grad_kernel[(n * c * t, *tiles)](x, grad, part, **sizes, BH=bh, BW=bw, num_warps=_WARPS)
+        grad_w = part.sum((0, 2)).view_as(weight).to(weight.dtype)
+    return grad_x, grad_w
+
+
+@_backward.register_fake
+def _(grad, x, weight, stride, mode, need_x, need_w):
+    return (torch.empty_like(x) if need_x else x.new_empty(0)), (torch.empty_like(weight) if need_w
+                                                                 else weight.new_empty(0))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, weight, bias, stride, mode = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.layer = stride, mode
+    ctx.has_bias = bias is not None
+
+
+def _autograd(ctx, grad: torch.Tensor):
+    x, weight = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    grad = grad.contiguous()
+    grad_x, grad_w = _backward(grad, x, weight, *ctx.layer, need_x, need_w)
+    grad_b = grad.sum((0, 2, 3, 4)).to(weight.dtype) if ctx.has_bias and need_b else None
+    return (grad_x if need_x else None), (grad_w if need_w else None), grad_b, None, None
+
+
+_forward.register_autograd(_autograd, setup_context=_setup_context)
+
+
+@register_flop_formula(torch.ops.sts3d.cuda_stencil)
+def _forward_flops(x_shape, weight_shape, *args, out_shape, **kwargs) -> int:
+    """As a conv's: one multiply-add per output element and kernel element."""
+    return 2 * math.prod(out_shape) * math.prod(weight_shape[1:])
+
+
+@register_flop_formula(torch.ops.sts3d.cuda_stencil_backward)
+def _backward_flops(grad_shape, x_shape, weight_shape, stride, mode, need_x, need_w, *args, **kwargs) -> int:
+    return (int(need_x) + int(need_w)) * 2 * math.prod(grad_shape) * math.prod(weight_shape[1:])
+
+
+def depthwise_cuda(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int) -> torch.Tensor:
+    """``F.conv3d(x, weight, bias, stride=(1, stride, stride), padding=k // 2, groups=C)`` for an odd kernel.
+    x ``(N, C, T, H, W)``; weight ``(C, 1, kt, kh, kw)``."""
+    return _forward(x.contiguous(), weight, bias, stride, PLAIN)
+
+
+def sts_depthwise_cuda(x: torch.Tensor, weight: torch.Tensor, stride: int, faithful: bool) -> torch.Tensor:
+    """The depthwise ``3x3x3`` STS conv (no bias), both halves in one launch. x ``(N, C, T, H, W)``; weight
+    ``(C, 1, 3, 3, 3)``."""
+    return _forward(x.contiguous(), weight, None, stride, FAITHFUL if faithful else ALIGNED)

@@ -1,0 +1,153 @@
+"""The CUDA depthwise kernels (``sts3d.models.cuda_stencil``), run on the CPU by Triton's interpreter.
+
+Triton picks the interpreter when its kernels are defined, so the cases run in a child process started with
+``TRITON_INTERPRET=1`` (this file, run as a script), which reports every result as JSON; the tests check them. The
+references are the stock convs in float64: ``F.conv3d`` and ``STSConv3d(depthwise_impl='conv3d')``, the form the
+reference-output tests check against the original.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLAIN_CASES = {  # name: (T, H, W, stride, kernel)
+    "3x3x3 s1": (3, 7, 7, 1, (3, 3, 3)),
+    "3x3x3 s2 odd": (2, 9, 7, 2, (3, 3, 3)),
+    "3x3x3 s2 even": (2, 8, 6, 2, (3, 3, 3)),
+    "one frame": (1, 5, 9, 1, (3, 3, 3)),
+    "1x1 map s2": (2, 1, 1, 2, (3, 3, 3)),
+    "1x3x3 s2": (2, 6, 5, 2, (1, 3, 3)),
+    "5x1x1": (4, 3, 4, 1, (5, 1, 1)),
+}
+STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differs where the lines fill the map
+    "s1": (3, 7, 6, 1),
+    "s1 short rows": (2, 3, 2, 1),
+    "s2 fills": (2, 8, 8, 2),
+    "s2 odd": (2, 9, 7, 2),
+    "s2 tiny": (2, 2, 2, 2),
+    "one frame": (1, 5, 9, 1),
+}
+
+
+def _relative(a, b) -> float:
+    return ((a.double() - b).norm() / b.norm()).item() if b.norm() > 0 else (a.double() - b).norm().item()
+
+
+def _errors(run, reference, inputs) -> list[float]:
+    """Relative errors of the output and of each input's gradient, float32 kernels against float64 reference."""
+    import torch
+
+    ref_inputs = [t.double().requires_grad_() for t in inputs]
+    expected = reference(*ref_inputs)
+    grad = torch.randn_like(expected)
+    expected_grads = torch.autograd.grad(expected, ref_inputs, grad)
+    got_inputs = [t.clone().requires_grad_() for t in inputs]
+    got = run(*got_inputs)
+    got_grads = torch.autograd.grad(got, got_inputs, grad.float())
+    return [_relative(got, expected), *(_relative(a, b) for a, b in zip(got_grads, expected_grads))]
+
+
+def run_cases() -> dict:
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sts3d.models import cuda_stencil
+    from sts3d.models.sts import STSConv3d
+
+    torch.manual_seed(0)
+    results: dict = {"plain": {}, "sts": {}}
+    c = 2
+    for name, (t, h, w, s, kernel) in PLAIN_CASES.items():
+        inputs = [torch.randn(1, c, t, h, w), torch.randn(c, 1, *kernel), torch.randn(c)]
+        pad = tuple(k // 2 for k in kernel)
+        results["plain"][name] = _errors(
+            lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, s),
+            lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, s, s), padding=pad, groups=c), inputs)
+    for mode in ("faithful", "aligned"):
+        for name, (t, h, w, s) in STS_CASES.items():
+            c4 = 4  # two static and two dynamic channels
+            reference = STSConv3d(c4, c4, 3, (1, s, s), 1, groups=c4, bias=False, mode=mode,
+                                  depthwise_impl="conv3d").double()
+
+            def through_reference(x, wt, reference=reference):
+                return torch.func.functional_call(reference, {"weight": wt}, (x,))
+
+            results["sts"][f"{mode} {name}"] = _errors(
+                lambda x, wt, s=s, mode=mode: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
+                through_reference, [torch.randn(1, c4, t, h, w), torch.randn(c4, 1, 3, 3, 3)])
+
+    # only the gradients asked for are computed, and they are the full ones
+    x, wt = torch.randn(1, c, 2, 5, 5), torch.randn(c, 1, 3, 3, 3)
+    only_w = wt.clone().requires_grad_()
+    grad_w, = torch.autograd.grad(cuda_stencil.depthwise_cuda(x, only_w, None, 1).sum(), only_w)
+    ref_w = wt.double().requires_grad_()
+    expected_w, = torch.autograd.grad(F.conv3d(x.double(), ref_w, padding=1, groups=c).sum(), ref_w)
+    results["weight grad alone"] = _relative(grad_w, expected_w)
+
+    # torch.compile sees one operator: no graph break, the same result
+    compiled = torch.compile(lambda x, wt: cuda_stencil.sts_depthwise_cuda(x, wt, 2, True), backend="aot_eager",
+                             fullgraph=True)
+    eager = cuda_stencil.sts_depthwise_cuda(x, wt, 2, True)
+    results["compiled"] = _relative(compiled(x, wt), eager.double())
+
+    with FlopCounterMode(display=False) as counter:
+        cuda_stencil.depthwise_cuda(x, wt, None, 1)
+    with FlopCounterMode(display=False) as stock:
+        F.conv3d(x, wt, padding=1, groups=c)
+    results["flops"] = [counter.get_total_flops(), stock.get_total_flops()]
+    return results
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    pytest.importorskip("triton", reason="triton ships with PyTorch's CUDA wheels; CPU-only wheels lack it")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve())], capture_output=True, text=True, env=env,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", PLAIN_CASES)
+def test_plain_depthwise_matches_conv3d(results, name):
+    """Output, input, weight and bias gradients."""
+    assert max(results["plain"][name]) < 1e-5, results["plain"][name]
+
+
+@pytest.mark.parametrize("mode", ["faithful", "aligned"])
+@pytest.mark.parametrize("name", STS_CASES)
+def test_sts_depthwise_matches_reference(results, mode, name):
+    errors = results["sts"][f"{mode} {name}"]
+    assert max(errors) < 1e-5, errors
+
+
+def test_weight_gradient_alone(results):
+    assert results["weight grad alone"] < 1e-5
+
+
+def test_compiles_without_graph_break(results):
+    assert results["compiled"] < 1e-6
+
+
+def test_flop_count_is_the_convs(results):
+    ours, stock = results["flops"]
+    assert ours == stock > 0
+
+
+def test_not_offered_without_cuda():
+    import torch
+
+    from sts3d.models import cuda_stencil
+
+    assert cuda_stencil.available() == (cuda_stencil.triton is not None and torch.cuda.is_available()
+                                        and os.environ.get("STS3D_NO_EXTENSION", "") in ("", "0"))
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_cases()))
