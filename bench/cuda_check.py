@@ -105,7 +105,8 @@ def layer_errors(device: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list_backbones())
-    parser.add_argument("--device", default="cuda", help="cpu: the same checks of the CPU kernels")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="default: cuda where there is one; cpu: the same checks of the CPU kernels")
     args = parser.parse_args()
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     where = torch.cuda.get_device_name() if args.device == "cuda" else args.device

@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--models", nargs="+", default=["csn50_ir", "x3d_s"])
     args = parser.parse_args()
+    if not cuda_stencil.available():
+        print("no CUDA device with triton here: nothing to time")
+        return
     torch.backends.cudnn.allow_tf32 = False
     print(f"{torch.cuda.get_device_name()}, batch {args.batch}, clip {args.frames}x{args.size}x{args.size}; "
           "ms forward / forward + backward")
