@@ -96,6 +96,15 @@ def run_cases() -> dict:
     eager = cuda_stencil.sts_depthwise_cuda(x, wt, 2, True)
     results["compiled"] = _relative(compiled(x, wt), eager.double())
 
+    # bfloat16 activations (autocast on a GPU) with the float32 weight: float32 accumulation, bf16 output rounding
+    xb, wb = x.bfloat16().requires_grad_(), wt.clone().requires_grad_()
+    out = cuda_stencil.sts_depthwise_cuda(xb, wb, 1, True)
+    grad_x, grad_w = torch.autograd.grad(out.float().sum(), (xb, wb))
+    reference = STSConv3d(c, c, 3, 1, 1, groups=c, bias=False, depthwise_impl="conv3d").double()
+    expected = torch.func.functional_call(reference, {"weight": wt.double()}, (xb.detach().double(),))
+    results["bf16"] = {"dtypes": [str(out.dtype), str(grad_x.dtype), str(grad_w.dtype)],
+                       "error": _relative(out, expected)}
+
     with FlopCounterMode(display=False) as counter:
         cuda_stencil.depthwise_cuda(x, wt, None, 1)
     with FlopCounterMode(display=False) as stock:
@@ -133,6 +142,11 @@ def test_weight_gradient_alone(results):
 
 def test_compiles_without_graph_break(results):
     assert results["compiled"] < 1e-6
+
+
+def test_bfloat16_activations(results):
+    assert results["bf16"]["dtypes"] == ["torch.bfloat16", "torch.bfloat16", "torch.float32"]
+    assert results["bf16"]["error"] < 1e-2  # bf16 output rounding: 2**-8 per element
 
 
 def test_flop_count_is_the_convs(results):

@@ -112,10 +112,12 @@ if triton is not None:
     @triton.jit(do_not_specialize=_SIZES)
     def _conv_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
                      KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
-                     TRANSPOSED: tl.constexpr, HAS_BIAS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+                     ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr, HAS_BIAS: tl.constexpr, BH: tl.constexpr,
+                     BW: tl.constexpr):
         """One frame's ``BH x BW`` output tile. Forward: src ``(.., T, H, W)``, out ``(.., T, OH, OW)``; with
         ``TRANSPOSED`` the input gradient: src the output gradient, out the input's, the sizes as in the forward.
-        Channels below ``SPLIT`` are STS's static half (``MODE`` 1 or 2), the others plain."""
+        Channels below ``SPLIT`` are STS's static half (``MODE`` 1 or 2), the others plain. ``ONE_FRAME``
+        (``T == 1``, stage 1's images): only the centre temporal taps, the others read padding."""
         frame = tl.program_id(0)
         t = frame % T
         plane = frame // T
@@ -133,11 +135,13 @@ if triton is not None:
         if c >= SPLIT:
             for i in tl.static_range(KT):
                 ts = t - (i - KT // 2) if TRANSPOSED else t + i - KT // 2
-                for y in tl.static_range(KH):
-                    for x in tl.static_range(KW):
-                        at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, x - KW // 2, TRANSPOSED)
-                        v = tl.load(src + ts * src_size + at, mask=inside & ok & (ts >= 0) & (ts < T), other=0.0)
-                        acc += v.to(tl.float32) * tl.load(weights + (i * KH + y) * KW + x).to(tl.float32)
+                if i == KT // 2 or not ONE_FRAME:
+                    for y in tl.static_range(KH):
+                        for x in tl.static_range(KW):
+                            at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, x - KW // 2, TRANSPOSED)
+                            v = tl.load(src + ts * src_size + at, mask=inside & ok & (ts >= 0) & (ts < T),
+                                        other=0.0)
+                            acc += v.to(tl.float32) * tl.load(weights + (i * KH + y) * KW + x).to(tl.float32)
         elif MODE != 0:
             for k in tl.static_range(27):
                 at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED)
@@ -151,7 +155,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=_SIZES)
     def _weight_grad_kernel(x_ptr, grad_ptr, part_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
                             KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
-                            BH: tl.constexpr, BW: tl.constexpr):
+                            ONE_FRAME: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
         """Per program (frame, output tile): ``part[.., k] = sum over the tile of grad * what tap k reads``."""
         frame = tl.program_id(0)
         t = frame % T
@@ -169,9 +173,13 @@ if triton is not None:
                 ts = t + i - KT // 2
                 for y in tl.static_range(KH):
                     for xk in tl.static_range(KW):
-                        at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, xk - KW // 2, False)
-                        v = tl.load(x + ts * H * W + at, mask=inside & ok & (ts >= 0) & (ts < T), other=0.0)
-                        tl.store(part + (i * KH + y) * KW + xk, tl.sum(tl.sum(v.to(tl.float32) * grad, 1), 0))
+                        if i == KT // 2 or not ONE_FRAME:
+                            at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, xk - KW // 2, False)
+                            v = tl.load(x + ts * H * W + at, mask=inside & ok & (ts >= 0) & (ts < T), other=0.0)
+                            total = tl.sum(tl.sum(v.to(tl.float32) * grad, 1), 0)
+                        else:
+                            total = 0.0
+                        tl.store(part + (i * KH + y) * KW + xk, total)
         elif MODE != 0:
             for k in tl.static_range(27):
                 at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, False)
@@ -196,7 +204,7 @@ def _layer(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> dic
     # the original's faithful placement: every stride**2-th line element where that fills the output map exactly
     fills = stride == 1 or (h * w - 1) // (stride * stride) + 1 == oh * ow
     return dict(C=c, SPLIT=0 if mode == PLAIN else c // 2, T=t, H=h, W=w, OH=oh, OW=ow, FILLS=int(fills), KT=kt,
-                KH=kh, KW=kw, S=stride, MODE=mode)
+                KH=kh, KW=kw, S=stride, MODE=mode, ONE_FRAME=t == 1)
 
 
 def _launch(src: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], sizes: dict,
