@@ -96,6 +96,13 @@ def run_cases() -> dict:
     eager = cuda_stencil.sts_depthwise_cuda(x, wt, 2, True)
     results["compiled"] = _relative(compiled(x, wt), eager.double())
 
+    # a channels-last clip (the channels_last switch) is computed in NCDHW and handed back channels-last
+    x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+    out_cl = cuda_stencil.depthwise_cuda(x_cl, wt, None, 2)
+    results["channels_last"] = {"layout": out_cl.is_contiguous(memory_format=torch.channels_last_3d),
+                                "error": _relative(out_cl, F.conv3d(x.double(), wt.double(), stride=(1, 2, 2),
+                                                                    padding=1, groups=c))}
+
     # bfloat16 activations (autocast on a GPU) with the float32 weight: float32 accumulation, bf16 output rounding
     xb, wb = x.bfloat16().requires_grad_(), wt.clone().requires_grad_()
     out = cuda_stencil.sts_depthwise_cuda(xb, wb, 1, True)
@@ -142,6 +149,11 @@ def test_weight_gradient_alone(results):
 
 def test_compiles_without_graph_break(results):
     assert results["compiled"] < 1e-6
+
+
+def test_channels_last_clip_keeps_its_layout(results):
+    assert results["channels_last"]["layout"]
+    assert results["channels_last"]["error"] < 1e-5
 
 
 def test_bfloat16_activations(results):

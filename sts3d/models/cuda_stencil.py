@@ -286,13 +286,22 @@ def _backward_flops(grad_shape, x_shape, weight_shape, stride, mode, need_x, nee
     return (int(need_x) + int(need_w)) * 2 * math.prod(grad_shape) * math.prod(weight_shape[1:])
 
 
+def _in_layout_of(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The kernels work on NCDHW; a channels-last clip (the ``channels_last`` switch) gets its output back
+    channels-last, so the layers after keep their layout. Two copies cost far less than cuDNN's channels-last
+    depthwise conv (0.2-0.7x the stock contiguous conv on an H100, ``docs/benchmarks.md``)."""
+    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+        return out.contiguous(memory_format=torch.channels_last_3d)
+    return out
+
+
 def depthwise_cuda(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int) -> torch.Tensor:
     """``F.conv3d(x, weight, bias, stride=(1, stride, stride), padding=k // 2, groups=C)`` for an odd kernel.
     x ``(N, C, T, H, W)``; weight ``(C, 1, kt, kh, kw)``."""
-    return _forward(x.contiguous(), weight, bias, stride, PLAIN)
+    return _in_layout_of(_forward(x.contiguous(), weight, bias, stride, PLAIN), x)
 
 
 def sts_depthwise_cuda(x: torch.Tensor, weight: torch.Tensor, stride: int, faithful: bool) -> torch.Tensor:
     """The depthwise ``3x3x3`` STS conv (no bias), both halves in one launch. x ``(N, C, T, H, W)``; weight
     ``(C, 1, 3, 3, 3)``."""
-    return _forward(x.contiguous(), weight, None, stride, FAITHFUL if faithful else ALIGNED)
+    return _in_layout_of(_forward(x.contiguous(), weight, None, stride, FAITHFUL if faithful else ALIGNED), x)

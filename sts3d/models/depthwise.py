@@ -19,10 +19,10 @@ bit-identical to ``nn.Conv3d(groups=C)``, and computes the gradients with the ke
   equal spatial strides; NCDHW): on the CPU the compiled kernels of :mod:`sts3d.models.stencil` (float32), on CUDA
   the Triton kernels of :mod:`sts3d.models.cuda_stencil` (float32, bfloat16, float16); faster still, same results
   to float rounding;
-* ``'auto'`` (default): ``'stencil'`` for a contiguous input where those kernels run (on the CPU outside autocast,
-  except one-frame inputs smaller than 8x8), else on the CPU ``'frames'`` for float32 / float64, elsewhere
-  ``'conv3d'`` (channels-last CUDA tensors: cuDNN's channels-last kernels). Measured on a 2-core CPU and an H100
-  (``docs/benchmarks.md``).
+* ``'auto'`` (default): ``'stencil'`` where those kernels run (on the CPU for contiguous inputs outside autocast,
+  except one-frame inputs smaller than 8x8; on CUDA channels-last clips too, computed in NCDHW and handed back
+  channels-last), else on the CPU ``'frames'`` for float32 / float64, elsewhere ``'conv3d'``. Measured on a 2-core
+  CPU and an H100 (``docs/benchmarks.md``).
 """
 from __future__ import annotations
 
@@ -234,7 +234,7 @@ def depthwise_form(impl: DepthwiseImpl, x: torch.Tensor) -> Form:
     tiny = x.dim() == 5 and x.shape[2] == 1 and x.shape[3] * x.shape[4] < 64
     if cpu_ready and x.is_contiguous() and not tiny:
         return "stencil"
-    if cuda_ready and x.is_contiguous():  # channels-last clips keep cuDNN's channels-last kernels
+    if cuda_ready:  # channels-last clips too: cuDNN's channels-last depthwise conv is the slowest form there
         return "stencil"
     return "frames" if cpu and x.dtype in (torch.float32, torch.float64) else "conv3d"
 
