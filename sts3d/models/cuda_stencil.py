@@ -29,6 +29,8 @@ from typing import Optional
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from .faithful_lines import line_fills_map
+
 try:
     import triton
     import triton.language as tl
@@ -201,8 +203,7 @@ def _layer(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> dic
     c, t, h, w = x.shape[1:]
     oh, ow = _out_size(h, stride), _out_size(w, stride)
     kt, kh, kw = weight.shape[2:]
-    # the original's faithful placement: every stride**2-th line element where that fills the output map exactly
-    fills = stride == 1 or (h * w - 1) // (stride * stride) + 1 == oh * ow
+    fills = line_fills_map(h, w, stride)
     return dict(C=c, SPLIT=0 if mode == PLAIN else c // 2, T=t, H=h, W=w, OH=oh, OW=ow, FILLS=int(fills), KT=kt,
                 KH=kh, KW=kw, S=stride, MODE=mode, ONE_FRAME=t == 1)
 

@@ -21,6 +21,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from . import cuda_stencil, native
+from .faithful_lines import line_fills_map
 
 Spec = list[int]  # one branch, as the C++ side reads it (see _branch)
 
@@ -86,7 +87,7 @@ def sts_static_branches(stride: int, t: int, h: int, w: int, faithful: bool) -> 
     if stride == 1 and h >= 8:  # below 8 rows the sequence convs on the transposed frames are faster (measured)
         return branches + [_faithful_lines(t, h, w)]
     step = stride * stride
-    fills = stride == 1 or (h * w - 1) // step + 1 == out[0] * out[1]
+    fills = line_fills_map(h, w, stride)
     for first, transposed in ((0, False), (18, True)):
         taps = [(0, 0, j - 4, first + j) for j in range(9)]  # a line along the sequence
         rows, cols = (out[1], out[0]) if transposed else out

@@ -34,6 +34,7 @@ from torch.autograd.function import once_differentiable
 
 from . import stencil
 from .depthwise import DepthwiseImpl, _frames, _input_grad, _weight_grad, check_depthwise_impl, depthwise_form
+from .faithful_lines import line_fills_map
 
 STSMode = Literal["faithful", "aligned"]
 STS_MODES: tuple[str, ...] = ("faithful", "aligned")
@@ -83,7 +84,7 @@ def _depthwise_line(x: torch.Tensor, taps: torch.Tensor, stride: int, column_maj
         h, w, out_h, out_w = w, h, out_w, out_h
     seq = x.reshape(n, c * t, h * w)
     step = stride * stride
-    if stride == 1 or (h * w - 1) // step + 1 == out_h * out_w:
+    if line_fills_map(h, w, stride):
         y = F.conv1d(seq, weight, stride=step, padding=k // 2, groups=c * t).view(n, c, t, out_h, out_w)
     else:
         y = F.conv1d(seq, weight, padding=k // 2, groups=c * t).view(n, c, t, h, w)[..., ::stride, ::stride]
@@ -233,7 +234,7 @@ def _static_branches(frames: torch.Tensor, weight: torch.Tensor, stride: int, fa
         if not faithful:  # small frames: 1x9 convs of the rows, the height line on transposed frames
             branch = _Branch(src, line(tap), (1, 1), (0, 4), (out_rows, out_cols), (1, 1), transposed, (rows, cols),
                              tap)
-        elif stride == 1 or (rows * cols - 1) // (stride * stride) + 1 == out_rows * out_cols:
+        elif line_fills_map(rows, cols, stride):
             branch = _Branch(_view_frames(src, b, 1, rows * cols), line(tap), (1, stride * stride), (0, 4),
                              (out_rows, out_cols), (1, 1), transposed, (rows, cols), tap)
         else:  # odd sizes: the sequence conv at every position, then the true strided positions
