@@ -22,6 +22,7 @@ under ``TRITON_INTERPRET=1``, which the tests use.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Optional
@@ -42,11 +43,24 @@ PLAIN, FAITHFUL, ALIGNED = 0, 1, 2  # the operators' ``mode``
 _TILE, _WARPS = 256, 2
 
 
+@functools.lru_cache(maxsize=1)
+def _capability() -> tuple[int, int]:
+    """The lowest compute capability among the visible GPUs."""
+    return min(torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count()))
+
+
 @torch.compiler.assume_constant_result
 def available() -> bool:
-    """Whether the Triton kernels can run on CUDA tensors here."""
+    """Whether the Triton kernels can run on CUDA tensors here (Triton needs a Volta or newer GPU)."""
     return (triton is not None and os.environ.get("STS3D_NO_EXTENSION", "") in ("", "0")
-            and torch.cuda.is_available())
+            and torch.cuda.is_available() and _capability() >= (7, 0))
+
+
+@torch.compiler.assume_constant_result
+def takes(dtype: torch.dtype) -> bool:
+    """Whether the kernels take tensors of ``dtype`` here: float32 and float16, and bfloat16 from Ampere on."""
+    return available() and (dtype in (torch.float32, torch.float16)
+                            or (dtype == torch.bfloat16 and _capability() >= (8, 0)))
 
 
 if triton is not None:

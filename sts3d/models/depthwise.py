@@ -211,10 +211,6 @@ def stencil_form_applies(conv: nn.Conv3d) -> bool:
             and conv.stride[1] == conv.stride[2])
 
 
-# dtypes the CUDA kernels take (float32 accumulation); the CPU stencil takes float32 only
-_CUDA_STENCIL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-
-
 def depthwise_form(impl: DepthwiseImpl, x: torch.Tensor) -> Form:
     """The form that computes a depthwise conv of ``x`` under ``impl`` (see the module docstring), for a conv that
     every form supports. An explicit ``'stencil'`` that cannot run raises (``RuntimeError``)."""
@@ -222,7 +218,7 @@ def depthwise_form(impl: DepthwiseImpl, x: torch.Tensor) -> Form:
         return impl
     cpu = x.device.type == "cpu" and not torch.is_autocast_enabled("cpu")
     cpu_ready = cpu and x.dtype == torch.float32 and native.available()
-    cuda_ready = x.device.type == "cuda" and x.dtype in _CUDA_STENCIL_DTYPES and cuda_stencil.available()
+    cuda_ready = x.device.type == "cuda" and cuda_stencil.takes(x.dtype)
     if impl == "stencil":
         if not (cpu_ready or cuda_ready):
             raise RuntimeError("depthwise_impl='stencil' needs float32 CPU tensors outside autocast and the built "
