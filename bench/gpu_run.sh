@@ -6,8 +6,10 @@
 #
 #   bash bench/gpu_run.sh [SECONDS]          # default 540
 #
-# A machine without our optional packages: put wheels in .gpu/whl (decord for the loader), the benchmark videos in
-# .gpu/bench-videos and ../shared/reference in .gpu/reference; they are used when present.
+# A machine without our optional packages or ../shared: fill .gpu/ (ignored by git) beside it first, e.g.
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2010_x86_64 -d .gpu/whl decord
+#   cp -r ../shared/bench-videos .gpu/ && mkdir -p .gpu/reference && cp -r ../shared/reference/outputs .gpu/reference/
+# and send .gpu along; what is there is used.
 set -u
 budget=${1:-540}
 start=$SECONDS
