@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sts3d.models import sts as sts_module
 from sts3d.models.convs import sts_conv_type
 from sts3d.models.sts import STSConv3d
 
@@ -165,14 +166,44 @@ def test_conv_type_keeps_pointwise_convs_plain():
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("build", [temporal, depthwise])
-def test_gradients_are_exact(mode, build):
-    """The hand-written backward of the 3x1x1 tap sum (and autograd elsewhere) against finite differences."""
+@pytest.mark.parametrize("gemm_columns", [0, 10 ** 9], ids=["pointwise-conv", "pointwise-gemm"])
+def test_gradients_are_exact(mode, build, gemm_columns, monkeypatch):
+    """The hand-written backwards of the 3x1x1 form (the tap sum, and the pointwise product that small maps run as
+    matrix products) and autograd elsewhere, against finite differences."""
+    monkeypatch.setattr(sts_module, "_GEMM_MAX_COLUMNS", gemm_columns)
     torch.manual_seed(5)
     conv = build(mode=mode).double()
     x = torch.randn(1, conv.in_channels, 3, 4, 5, dtype=torch.float64, requires_grad=True)
     weight = conv.weight.detach().clone().requires_grad_()
     run = lambda inp, w: torch.func.functional_call(conv, {"weight": w}, (inp,))  # noqa: E731
     assert torch.autograd.gradcheck(run, (x, weight))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_temporal_pointwise_routes_agree(mode, monkeypatch):
+    """Small maps run the 3x1x1 form's pointwise conv as matrix products, large ones as oneDNN's 1x1x1 conv: the same
+    outputs and gradients either way, the weight gradient still in the parameter's tap-major layout; and bf16
+    autocast runs the products in bf16 with float32 gradients."""
+    torch.manual_seed(9)
+    conv = temporal(cin=5, cout=12, mode=mode)
+    x = torch.randn(2, 5, 4, 3, 6)
+    g = torch.randn(2, 12, 4, 3, 6)
+    results = []
+    for columns in (0, 10 ** 9):
+        monkeypatch.setattr(sts_module, "_GEMM_MAX_COLUMNS", columns)
+        xs = x.clone().requires_grad_()
+        conv.weight.grad = None
+        out = conv(xs)
+        out.backward(g)
+        results.append((out, xs.grad, conv.weight.grad))
+        assert conv.weight.grad.stride() == conv.weight.stride()
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(x.requires_grad_())
+    out.float().backward(g)
+    assert out.dtype == torch.bfloat16 and conv.weight.grad.dtype == x.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), results[1][0], rtol=0.05, atol=0.05)
 
 
 @pytest.mark.parametrize("mode", MODES)

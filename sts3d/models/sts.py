@@ -367,6 +367,38 @@ class _TemporalTapSum(torch.autograd.Function):
         return grad_y, None
 
 
+# Up to this many columns (N * T * H * W) the dense 3x1x1 form's pointwise conv runs as a matrix product on the
+# CPU: on small maps with many channels (SlowFast's and R(2+1)D's last stages) oneDNN's 1x1x1 conv, backward above
+# all, is slower (measured, 2 threads, STS layer over plain conv: 2048 -> 512 at 4x4x4, 1.46 -> 0.91; 921 -> 512 at
+# 8x4x4, 1.04 -> 1.00; 1024 -> 256 at 4x8x8, 1.30 -> 1.17; at 1024 columns and more the conv wins).
+_GEMM_MAX_COLUMNS = 512
+
+
+def _columns(t: torch.Tensor) -> torch.Tensor:
+    """``(N, C, L)`` -> ``(C, N * L)``: every sample's columns side by side (a copy)."""
+    return t.transpose(0, 1).reshape(t.shape[1], -1)
+
+
+class _PointwiseGemm(torch.autograd.Function):
+    """``weight @ x`` per sample: a pointwise conv as matrix products. x ``(N, C_in, L)``; weight ``(C_out, C_in)``;
+    returns ``(N, C_out, L)``. The weight gradient is one product over all samples' columns. The backward runs
+    under the forward's autocast state, so its products take the forward's dtype."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return torch.matmul(weight, x)
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.matmul(weight.t(), grad) if ctx.needs_input_grad[0] else None
+        grad_w = torch.mm(_columns(grad), _columns(x).t()) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_w
+
+
 def _tap_major(weight: torch.Tensor) -> torch.Tensor:
     """A copy of a ``(C_out, C_in, 3, 1, 1)`` weight, same shape and values, laid out in memory as ``(3, C_out, C_in)``.
 
@@ -475,4 +507,8 @@ class STSConv3d(nn.Conv3d):
         axes = ((0, quarter, line_w), (quarter, 2 * quarter, line_h), (2 * quarter, c, "t"))
         # (C_out, C_in, 3, 1, 1) -> (3 C_out, C_in, 1, 1, 1): tap 0 of every filter, then tap 1, then tap 2
         pointwise = self.weight.permute(2, 0, 1, 3, 4).reshape(3 * c, self.in_channels, 1, 1, 1)
+        n, _, t, h, w = x.shape
+        if x.device.type == "cpu" and x.is_contiguous() and n * t * h * w <= _GEMM_MAX_COLUMNS:
+            taps = _PointwiseGemm.apply(x.view(n, self.in_channels, -1), pointwise.view(3 * c, -1))
+            return _TemporalTapSum.apply(taps.view(n, 3 * c, t, h, w), axes)
         return _TemporalTapSum.apply(F.conv3d(x, pointwise), axes)
