@@ -166,11 +166,11 @@ def test_conv_type_keeps_pointwise_convs_plain():
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("build", [temporal, depthwise])
-@pytest.mark.parametrize("gemm_columns", [0, 10 ** 9], ids=["pointwise-conv", "pointwise-gemm"])
-def test_gradients_are_exact(mode, build, gemm_columns, monkeypatch):
+@pytest.mark.parametrize("products", [False, True], ids=["pointwise-conv", "pointwise-products"])
+def test_gradients_are_exact(mode, build, products, monkeypatch):
     """The hand-written backwards of the 3x1x1 form (the tap sum, and the pointwise product that small maps run as
     matrix products) and autograd elsewhere, against finite differences."""
-    monkeypatch.setattr(sts_module, "_GEMM_MAX_COLUMNS", gemm_columns)
+    monkeypatch.setattr(sts_module, "_pointwise_as_products", lambda x: products)
     torch.manual_seed(5)
     conv = build(mode=mode).double()
     x = torch.randn(1, conv.in_channels, 3, 4, 5, dtype=torch.float64, requires_grad=True)
@@ -180,17 +180,19 @@ def test_gradients_are_exact(mode, build, gemm_columns, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_temporal_pointwise_routes_agree(mode, monkeypatch):
-    """Small maps run the 3x1x1 form's pointwise conv as matrix products, large ones as oneDNN's 1x1x1 conv: the same
+@pytest.mark.parametrize("cin,cout,size", [(5, 12, (4, 3, 6)), (40, 48, (2, 1, 2))],
+                         ids=["weight-grad-per-sample", "weight-grad-columns"])
+def test_temporal_pointwise_routes_agree(mode, cin, cout, size, monkeypatch):
+    """The 3x1x1 form's pointwise product as matrix products (contiguous CPU clips) or as a 1x1x1 conv: the same
     outputs and gradients either way, the weight gradient still in the parameter's tap-major layout; and bf16
     autocast runs the products in bf16 with float32 gradients."""
     torch.manual_seed(9)
-    conv = temporal(cin=5, cout=12, mode=mode)
-    x = torch.randn(2, 5, 4, 3, 6)
-    g = torch.randn(2, 12, 4, 3, 6)
+    conv = temporal(cin=cin, cout=cout, mode=mode)
+    x = torch.randn(2, cin, *size)
+    g = torch.randn(2, cout, *size)
     results = []
-    for columns in (0, 10 ** 9):
-        monkeypatch.setattr(sts_module, "_GEMM_MAX_COLUMNS", columns)
+    for products in (False, True):
+        monkeypatch.setattr(sts_module, "_pointwise_as_products", lambda x, products=products: products)
         xs = x.clone().requires_grad_()
         conv.weight.grad = None
         out = conv(xs)

@@ -367,11 +367,12 @@ class _TemporalTapSum(torch.autograd.Function):
         return grad_y, None
 
 
-# Up to this many columns (N * T * H * W) the dense 3x1x1 form's pointwise conv runs as a matrix product on the
-# CPU: on small maps with many channels (SlowFast's and R(2+1)D's last stages) oneDNN's 1x1x1 conv, backward above
-# all, is slower (measured, 2 threads, STS layer over plain conv: 2048 -> 512 at 4x4x4, 1.46 -> 0.91; 921 -> 512 at
-# 8x4x4, 1.04 -> 1.00; 1024 -> 256 at 4x8x8, 1.30 -> 1.17; at 1024 columns and more the conv wins).
-_GEMM_MAX_COLUMNS = 512
+def _pointwise_as_products(x: torch.Tensor) -> bool:
+    """Whether the dense 3x1x1 form runs its pointwise product as matrix products (``_PointwiseGemm``) rather than
+    as a 1x1x1 conv: for contiguous CPU clips, where oneDNN's 1x1x1 conv loses to them on every STS layer of the
+    dense networks (2 threads, forward + backward, STS layer over plain conv: 1.01-3.46x as a conv, 0.72-1.67x as
+    products; ``docs/benchmarks.md``). On CUDA cuDNN's conv keeps it (STS measured free there)."""
+    return x.device.type == "cpu" and x.is_contiguous()
 
 
 def _columns(t: torch.Tensor) -> torch.Tensor:
@@ -380,22 +381,29 @@ def _columns(t: torch.Tensor) -> torch.Tensor:
 
 
 class _PointwiseGemm(torch.autograd.Function):
-    """``weight @ x`` per sample: a pointwise conv as matrix products. x ``(N, C_in, L)``; weight ``(C_out, C_in)``;
-    returns ``(N, C_out, L)``. The weight gradient is one product over all samples' columns. The backward runs
-    under the forward's autocast state, so its products take the forward's dtype."""
+    """``weight @ x`` per sample: a pointwise conv as batched matrix products. x ``(N, C_in, L)``; weight
+    ``(C_out, C_in)``; returns ``(N, C_out, L)``. Explicit ``bmm`` calls: ``torch.matmul`` of a matrix and a batch
+    copies its operands when they require grad. The backward runs under the forward's autocast state, so its
+    products take the forward's dtype."""
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        return torch.matmul(weight, x)
+        return torch.bmm(weight.expand(x.shape[0], -1, -1), x)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        grad_x = torch.matmul(weight.t(), grad) if ctx.needs_input_grad[0] else None
-        grad_w = torch.mm(_columns(grad), _columns(x).t()) if ctx.needs_input_grad[1] else None
+        grad_x = torch.bmm(weight.t().expand(x.shape[0], -1, -1), grad) if ctx.needs_input_grad[0] else None
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            (n, m, columns), k = grad.shape, x.shape[1]
+            if columns * (m + k) < m * k:  # few columns: copying them side by side beats n weight-sized products
+                grad_w = torch.mm(_columns(grad), _columns(x).t())
+            else:
+                grad_w = torch.bmm(grad, x.transpose(1, 2)).sum(0)
         return grad_x, grad_w
 
 
@@ -508,7 +516,7 @@ class STSConv3d(nn.Conv3d):
         # (C_out, C_in, 3, 1, 1) -> (3 C_out, C_in, 1, 1, 1): tap 0 of every filter, then tap 1, then tap 2
         pointwise = self.weight.permute(2, 0, 1, 3, 4).reshape(3 * c, self.in_channels, 1, 1, 1)
         n, _, t, h, w = x.shape
-        if x.device.type == "cpu" and x.is_contiguous() and n * t * h * w <= _GEMM_MAX_COLUMNS:
+        if _pointwise_as_products(x):
             taps = _PointwiseGemm.apply(x.view(n, self.in_channels, -1), pointwise.view(3 * c, -1))
             return _TemporalTapSum.apply(taps.view(n, 3 * c, t, h, w), axes)
         return _TemporalTapSum.apply(F.conv3d(x, pointwise), axes)
