@@ -399,7 +399,8 @@ class _PointwiseGemm(torch.autograd.Function):
         grad_x = torch.bmm(weight.t().expand(x.shape[0], -1, -1), grad) if ctx.needs_input_grad[0] else None
         grad_w = None
         if ctx.needs_input_grad[1]:
-            (n, m, columns), k = grad.shape, x.shape[1]
+            _, m, columns = grad.shape
+            k = x.shape[1]
             if columns * (m + k) < m * k:  # few columns: copying them side by side beats n weight-sized products
                 grad_w = torch.mm(_columns(grad), _columns(x).t())
             else:
