@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from .faithful_lines import line_fills_map
+from .strided import line_fills_map, out_size
 
 try:
     import triton
@@ -203,19 +203,17 @@ if triton is not None:
                 tl.store(part + k, tl.sum(tl.sum(v.to(tl.float32) * grad, 1), 0))
 
 
-def _out_size(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1
-
-
-def _tile(rows: int, cols: int) -> tuple[int, int]:
-    width = min(64, triton.next_power_of_2(cols))
-    return max(1, min(triton.next_power_of_2(rows), _TILE // width)), width
+def _tiling(frames: int, rows: int, cols: int) -> tuple[tuple[int, int, int], int, int]:
+    """The launch grid (a program per frame and ``BH x BW`` tile of a ``rows x cols`` output) and ``BH``, ``BW``."""
+    bw = min(64, triton.next_power_of_2(cols))
+    bh = max(1, min(triton.next_power_of_2(rows), _TILE // bw))
+    return (frames, triton.cdiv(rows, bh), triton.cdiv(cols, bw)), bh, bw
 
 
 def _layer(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> dict:
     """The kernels' size and mode arguments for this conv."""
     c, t, h, w = x.shape[1:]
-    oh, ow = _out_size(h, stride), _out_size(w, stride)
+    oh, ow = out_size(h, stride), out_size(w, stride)
     kt, kh, kw = weight.shape[2:]
     fills = line_fills_map(h, w, stride)
     return dict(C=c, SPLIT=0 if mode == PLAIN else c // 2, T=t, H=h, W=w, OH=oh, OW=ow, FILLS=int(fills), KT=kt,
@@ -224,9 +222,7 @@ def _layer(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> dic
 
 def _launch(src: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], sizes: dict,
             transposed: bool) -> torch.Tensor:
-    rows, cols = out.shape[3:]
-    bh, bw = _tile(rows, cols)
-    grid = (out.shape[0] * out.shape[1] * out.shape[2], triton.cdiv(rows, bh), triton.cdiv(cols, bw))
+    grid, bh, bw = _tiling(out.shape[0] * out.shape[1] * out.shape[2], *out.shape[3:])
     _conv_kernel[grid](src, weight, bias if bias is not None else weight, out, **sizes, TRANSPOSED=transposed,
                        HAS_BIAS=bias is not None, BH=bh, BW=bw, num_warps=_WARPS)
     return out
@@ -244,7 +240,7 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]
 
 @_forward.register_fake
 def _(x, weight, bias, stride, mode):
-    return x.new_empty(*x.shape[:3], _out_size(x.shape[3], stride), _out_size(x.shape[4], stride))
+    return x.new_empty(*x.shape[:3], out_size(x.shape[3], stride), out_size(x.shape[4], stride))
 
 
 @torch.library.custom_op("sts3d::cuda_stencil_backward", mutates_args=())
@@ -256,11 +252,10 @@ def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride:
     grad_x = _launch(grad, torch.empty_like(x), weight, None, sizes, transposed=True) if need_x else x.new_empty(0)
     grad_w = weight.new_empty(0)
     if need_w:
-        bh, bw = _tile(sizes["OH"], sizes["OW"])
-        tiles = (triton.cdiv(sizes["OH"], bh), triton.cdiv(sizes["OW"], bw))
         n, c, t = x.shape[:3]
-        part = torch.empty(n, c, t * tiles[0] * tiles[1], weight[0].numel(), dtype=torch.float32, device=x.device)
-        _weight_grad_kernel[(n * c * t, *tiles)](x, grad, part, **sizes, BH=bh, BW=bw, num_warps=_WARPS)
+        grid, bh, bw = _tiling(n * c * t, sizes["OH"], sizes["OW"])
+        part = torch.empty(n, c, t * grid[1] * grid[2], weight[0].numel(), dtype=torch.float32, device=x.device)
+        _weight_grad_kernel[grid](x, grad, part, **sizes, BH=bh, BW=bw, num_warps=_WARPS)
         grad_w = part.sum((0, 2)).view_as(weight).to(weight.dtype)
     return grad_x, grad_w
 
@@ -305,7 +300,7 @@ def _in_layout_of(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The kernels work on NCDHW; a channels-last clip (the ``channels_last`` switch) gets its output back
     channels-last, so the layers after keep their layout. Two copies cost far less than cuDNN's channels-last
     depthwise conv (0.2-0.7x the stock contiguous conv on an H100, ``docs/benchmarks.md``)."""
-    if x.dim() == 5 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last_3d):
         return out.contiguous(memory_format=torch.channels_last_3d)
     return out
 

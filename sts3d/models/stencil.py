@@ -21,13 +21,9 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from . import cuda_stencil, native
-from .faithful_lines import line_fills_map
+from .strided import line_fills_map, out_size
 
 Spec = list[int]  # one branch, as the C++ side reads it (see _branch)
-
-
-def _out_size(size: int, stride: int) -> int:
-    return (size - 1) // stride + 1
 
 
 Tap = tuple[int, ...]  # (dt, dy, dx, weight column), or with (first row, end row, skipped column): an edge tap
@@ -56,7 +52,7 @@ def dense_branch(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: i
     kt, kh, kw = kernel
     taps = [(i - kt // 2, y - kh // 2, x - kw // 2, (i * kh + y) * kw + x)
             for i in range(kt) for y in range(kh) for x in range(kw)]
-    out = (_out_size(h, stride), _out_size(w, stride))
+    out = (out_size(h, stride), out_size(w, stride))
     return _branch(taps, (t, h, w), (stride, stride), out, out[1])
 
 
@@ -77,7 +73,7 @@ def sts_static_branches(stride: int, t: int, h: int, w: int, faithful: bool) -> 
     """The static half of the depthwise STS conv (weight columns of a ``3x3x3`` kernel, ``(kt, kh, kw)`` order):
     the centre slice as a ``3x3`` conv, the first slice as a 9-tap width line and the last as a 9-tap height line
     (``sts3d.models.sts`` describes both modes, including the odd-size rule of the faithful mode)."""
-    out = (_out_size(h, stride), _out_size(w, stride))
+    out = (out_size(h, stride), out_size(w, stride))
     centre = [(0, y - 1, x - 1, 9 + 3 * y + x) for y in range(3) for x in range(3)]
     width = [(0, 0, j - 4, j) for j in range(9)]
     height = [(0, j - 4, 0, 18 + j) for j in range(9)]
@@ -194,7 +190,7 @@ def depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torc
         return cuda_stencil.depthwise_cuda(x, weight, bias, stride)
     n, c, t, h, w = x.shape
     plan = _cached(_dense_plan, tuple(weight.shape[2:]), stride, t, h, w)
-    out = _forward(x, weight.reshape(c, -1), [0, c], plan, _out_size(h, stride), _out_size(w, stride))
+    out = _forward(x, weight.reshape(c, -1), [0, c], plan, out_size(h, stride), out_size(w, stride))
     return out if bias is None else out + bias.view(1, -1, 1, 1, 1)
 
 
@@ -206,4 +202,4 @@ def sts_depthwise_stencil(x: torch.Tensor, weight: torch.Tensor, stride: int, fa
         return cuda_stencil.sts_depthwise_cuda(x, weight, stride, faithful)
     n, c, t, h, w = x.shape
     plan = _cached(_sts_plan, stride, t, h, w, faithful)
-    return _forward(x, weight.reshape(c, 27), [0, c // 2, c], plan, _out_size(h, stride), _out_size(w, stride))
+    return _forward(x, weight.reshape(c, 27), [0, c // 2, c], plan, out_size(h, stride), out_size(w, stride))

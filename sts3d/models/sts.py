@@ -34,7 +34,7 @@ from torch.autograd.function import once_differentiable
 
 from . import stencil
 from .depthwise import DepthwiseImpl, _frames, _input_grad, _weight_grad, check_depthwise_impl, depthwise_form
-from .faithful_lines import line_fills_map
+from .strided import line_fills_map, out_size
 
 STSMode = Literal["faithful", "aligned"]
 STS_MODES: tuple[str, ...] = ("faithful", "aligned")
@@ -43,11 +43,6 @@ STS_MODES: tuple[str, ...] = ("faithful", "aligned")
 # Frames at least this wide run the aligned lines as 1x9 and 9x1 convs of the frames; oneDNN's weight gradient of
 # a 9x1 conv of narrower frames is 3-5x slower than the column form of _line_weight_grad (measured, 1 thread).
 _WIDE = 16
-
-
-def _out_size(size: int, stride: int) -> int:
-    """Output length of a kernel-3, padding-1 conv (every STS branch has this size)."""
-    return (size - 1) // stride + 1
 
 
 def _frames_as_channels(x: torch.Tensor) -> torch.Tensor:
@@ -73,7 +68,7 @@ def _depthwise_line(x: torch.Tensor, taps: torch.Tensor, stride: int, column_maj
     n, c, t, h, w = x.shape
     k = taps.shape[-1]
     weight = taps.repeat_interleave(t, dim=0).unsqueeze(1)  # (C * T, 1, k)
-    out_h, out_w = _out_size(h, stride), _out_size(w, stride)
+    out_h, out_w = out_size(h, stride), out_size(w, stride)
     if not faithful:
         kernel = weight.unsqueeze(-1) if column_major else weight.unsqueeze(-2)
         padding = (k // 2, 0) if column_major else (0, k // 2)
@@ -218,7 +213,7 @@ def _static_branches(frames: torch.Tensor, weight: torch.Tensor, stride: int, fa
     lines run on a transposed copy of the frames.
     """
     b, c, h, w = frames.shape
-    out = (_out_size(h, stride), _out_size(w, stride))
+    out = (out_size(h, stride), out_size(w, stride))
     branches = [_Branch(frames, weight[:, :, 1], (stride, stride), (1, 1), out, (1, 1), False, (h, w), 1)]
     line = lambda tap: weight[:, :, tap].reshape(c, 1, 1, 9)  # noqa: E731 (the 3x3 slice as 9 taps, row-major)
     if not faithful and (stride != 1 or min(h, w) >= _WIDE):  # zero-padded 1x9 and 9x1 convs of the frames
