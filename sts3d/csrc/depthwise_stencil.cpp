@@ -1,12 +1,20 @@
 // Depthwise convolutions of one (T, H, W) plane per (sample, channel), as sums of "branches": tap lists
 // (dt, dy, dx) run over a zero-padded, stride-phase-split copy of the plane, so that every tap is one contiguous
-// multiply-add loop over a frame. A branch can read the frame as it is, as one row-major sequence, or its
-// transpose, and maps its output positions onto the plane's output (every n-th position, transposed): what the
-// STS static half's line kernels need. The stock 3x3x3 depthwise conv is a single branch of 27 taps.
+// multiply-add loop over a frame. A branch can read the frame as it is, as one row-major sequence, its transpose,
+// or as "column pairs" (below), and maps its output positions onto the plane's output (every n-th position,
+// transposed): what the STS static half's line kernels need. The stock 3x3x3 depthwise conv is a single branch of 27
+// taps.
+//
+// Column pairs: the column-major sequence S of an H x W frame (H even) cut after every second column and the pieces
+// set side by side, V[r, j] = S[2 j H + r] for rows r in [-4, 2H + 4), which run on into the neighbouring pieces (the
+// sequence's ends read 0). The faithful height line at stride 2, the column-major sequence conv with stride 4 read
+// as the output map, is then a 9x1 conv with row stride 4 on V, without the transposed copy of the frame.
 //
 // A tap can also be an "edge" tap: applied to a range of output rows only, optionally skipping one output column.
 // The faithful STS height line, a line along the column-major frame, is the 9x1 line on the rows plus such taps for
-// the positions where the original's sequence runs on into the next (or previous) column.
+// the positions where the original's sequence runs on into the next (or previous) column. An edge tap over a
+// quarter of the rows or more is run as a "masked" tap, with the full taps, its reads outside its rows and at its
+// skipped column cleared by a bit mask (this also lets the centre 3x3 share a frame stored without padding columns).
 //
 // Tensors are NCDHW float32 (contiguous); weights (C, K) with a column index per tap. Forward and backward are
 // parallel over planes (forward) and over channels (backward, so each thread owns its channels' weight gradient).
@@ -15,7 +23,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -25,7 +35,12 @@ namespace {
 // narrower ones elsewhere.
 typedef float vf __attribute__((vector_size(64), aligned(4), may_alias));
 constexpr int64_t kLanes = 16, kBlock = 4 * kLanes;  // outputs per register block
+typedef uint32_t vu __attribute__((vector_size(64), aligned(4), may_alias));
 inline vf load(const float* p) { return *reinterpret_cast<const vf*>(p); }
+// p's floats where the mask is all ones, +0 where it is 0 (an AND, so an inf or NaN read there cannot leak)
+inline vf masked(const float* p, const uint32_t* m) {
+  return (vf)(*reinterpret_cast<const vu*>(p) & *reinterpret_cast<const vu*>(m));
+}
 inline void store(float* p, vf v) { *reinterpret_cast<vf*>(p) = v; }
 inline int64_t blocks(int64_t n) { return (n + kBlock - 1) / kBlock * kBlock; }
 
@@ -38,36 +53,56 @@ struct EdgeTap {
 // (and a spare one) of PR x PC; its output grid T frames of PR x PC, the valid outputs in rows [0, out_rows) and
 // columns [0, out_cols). Without a stride, the zeros after a row (frame) are also the zeros before the next.
 struct Branch {
-  bool transpose_in, sequence, transpose_out;
+  bool transpose_in, transpose_out;
+  int64_t read;                         // the frame: 0 as it is, 1 as a row-major sequence, 2 as column pairs
   int64_t sh, sw, pt, ph, pw;
-  int64_t rows, cols;                   // the branch's input frame: (H, W), (W, H), or a sequence (1, H * W)
+  int64_t rows, cols;                   // the branch's input frame: (H, W), (W, H), a sequence (1, H * W), or V
+  int64_t frame_len;                    // H * W
+  struct RowCopy { int64_t phase, src, n; };
+  std::vector<RowCopy> pair_rows;       // column pairs: phase row offset <- frame offset, every 2nd column, n of them
   int64_t out_rows, out_cols;           // its valid output grid
   int64_t view_cols, every_r, every_c;  // the output viewed with view_cols columns, every n-th row / column taken
   int64_t PR, PC, F, plen, olen;
   size_t id = 0;                        // its position among all branches of the call (its scratch buffers)
   int64_t margin;                       // zeros before an output-gradient buffer (the transposed gather reads there)
   std::vector<int64_t> tap_at, tap_col;  // full taps: buffer offset (phase + shift), weight column
+  std::vector<int64_t> mtap_at, mtap_col, mtap_mask;  // masked taps: offset, weight column, index in masks
+  std::vector<std::vector<uint32_t>> masks;  // per distinct edge: over the output grid, laid out as grad_grid
   std::vector<EdgeTap> edges;
+  struct PhaseTaps { std::vector<int64_t> at, col, mat; };  // per phase, for the transposed gather: -offsets
+  std::vector<PhaseTaps> phase_taps;
   struct Run { int64_t out, grid, len; };
   std::vector<Run> runs;                 // a frame's output positions [out, out + len) are grid [grid, grid + len)
   std::vector<int32_t> grid_of;          // where runs are short (transposed outputs): output position -> grid
 
-  // s: transpose_in, sequence, sh, sw, pt, ph, pw, out_rows, out_cols, view_cols, every_r, every_c, transpose_out,
+  // s: transpose_in, read, sh, sw, pt, ph, pw, out_rows, out_cols, view_cols, every_r, every_c, transpose_out,
   // K, then per tap dt, dy, dx, weight column, r0, r1 (-1: every row), skipped column (-1: none)
   Branch(const std::vector<int64_t>& s, int64_t T, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
     TORCH_CHECK(s.size() >= 14 && s.size() == 14 + 7 * static_cast<size_t>(s[13]),
                 "depthwise stencil: bad branch spec");
-    transpose_in = s[0]; sequence = s[1]; sh = s[2]; sw = s[3]; pt = s[4]; ph = s[5]; pw = s[6];
+    transpose_in = s[0]; read = s[1]; sh = s[2]; sw = s[3]; pt = s[4]; ph = s[5]; pw = s[6];
     out_rows = s[7]; out_cols = s[8]; view_cols = s[9]; every_r = s[10]; every_c = s[11]; transpose_out = s[12];
     rows = transpose_in ? W : H;
     cols = transpose_in ? H : W;
-    if (sequence) { cols = rows * cols; rows = 1; }
+    frame_len = H * W;
+    if (read == 1) { cols = rows * cols; rows = 1; }
+    if (read == 2) {
+      TORCH_CHECK(!transpose_in && sh == 4 && sw == 1 && pt == 0 && ph == 4 && pw == 0 && H % 2 == 0,
+                  "depthwise stencil: bad column-pair branch");
+      rows = 2 * H;
+      cols = (W + 1) / 2;
+    }
     PR = out_rows + (sh == 1 ? ph : (2 * ph) / sh);
     PC = out_cols + (sw == 1 ? pw : (2 * pw) / sw);
     F = PR * PC;
     olen = T * F;
     plen = blocks((T + 2 * pt + 1) * F);
     margin = blocks((2 * pt + 1) * F);
+    for (int64_t v = -ph; read == 2 && v < rows + ph; ++v) {  // row v of V: frame row r, columns 2 j + c
+      const int64_t r = (v % H + H) % H, c = (v - r) / H;
+      const int64_t j0 = std::max<int64_t>(0, (1 - c) / 2), j1 = std::min<int64_t>(cols, (W - c + 1) / 2);
+      if (j1 > j0) pair_rows.push_back({((v + ph) % sh) * plen + (v + ph) / sh * PC + j0, r * W + c + 2 * j0, j1 - j0});
+    }
     for (int64_t k = 0; k < s[13]; ++k) {
       const int64_t* v = s.data() + 14 + 7 * k;
       const int64_t dt = v[0] + pt, dy = v[1] + ph, dx = v[2] + pw;
@@ -78,6 +113,11 @@ struct Branch {
         TORCH_CHECK(at >= 0 && (sh * sw == 1 || (dy >= 0 && dx >= 0)), "depthwise stencil: a tap beyond the padding");
         tap_at.push_back(at);
         tap_col.push_back(v[3]);
+      } else if (sh == 1 && sw == 1 && v[4] >= 0 && v[4] < v[5] && v[5] <= out_rows && 4 * (v[5] - v[4]) >= out_rows) {
+        // over a quarter of the rows or more: a masked tap, cheaper than a loop of its own
+        mtap_at.push_back(at);
+        mtap_col.push_back(v[3]);
+        mtap_mask.push_back(mask_of(v[4], v[5], v[6]));
       } else {
         TORCH_CHECK(sh == 1 && sw == 1 && v[4] >= 0 && v[5] <= out_rows, "depthwise stencil: bad edge tap");
         // A 0/1 factor, not a subtraction afterwards: the skipped positions stay exact (a sum of zeros is 0)
@@ -86,6 +126,12 @@ struct Branch {
         edges.push_back({at, v[3], v[4], v[5], std::move(keep)});
       }
     }
+    phase_taps.resize(sh * sw);
+    for (size_t k = 0; k < tap_at.size(); ++k) {
+      phase_taps[tap_at[k] / plen].at.push_back(-(tap_at[k] % plen));
+      phase_taps[tap_at[k] / plen].col.push_back(tap_col[k]);
+    }
+    for (const int64_t a : mtap_at) phase_taps[0].mat.push_back(-a);
     for (int64_t ho = 0; ho < Ho; ++ho) for (int64_t wo = 0; wo < Wo; ++wo) {
       const int64_t a = transpose_out ? wo : ho, b = transpose_out ? ho : wo;
       const int64_t m = a * every_r * view_cols + b * every_c;  // index in the valid output, row-major
@@ -100,7 +146,28 @@ struct Branch {
     if (runs.size() * 4 > grid_of.size()) runs.clear();  // mostly single positions: an index loop is faster
     else grid_of.clear();
   }
-  int64_t phases_len() const { return sh * sw * plen + kBlock; }  // room for a register block's reads
+  // The mask (index into masks) of an edge tap: ones on the grid positions of output rows [r0, r1) but column skip,
+  // zeros elsewhere (the margin included)
+  size_t mask_of(int64_t r0, int64_t r1, int64_t skip) {
+    const std::vector<int64_t> key{r0, r1, skip};
+    for (size_t i = 0; i < mask_keys.size(); ++i) if (mask_keys[i] == key) return i;
+    std::vector<uint32_t> m(grid_len(), 0u);
+    for (int64_t q = 0; q < olen; ++q) {
+      const int64_t row = q % F / PC;
+      if (row >= r0 && row < r1 && q % PC != skip) m[margin + q] = ~0u;
+    }
+    mask_keys.push_back(key);
+    masks.push_back(std::move(m));
+    return masks.size() - 1;
+  }
+  std::vector<std::vector<int64_t>> mask_keys;
+  // Zeros before the phases: a masked tap may read above its first rows (its mask clears those reads)
+  int64_t in_margin() const {
+    int64_t lowest = 0;
+    for (const int64_t a : mtap_at) lowest = std::min(lowest, a);
+    return blocks(-lowest);
+  }
+  int64_t phases_len() const { return in_margin() + sh * sw * plen + kBlock; }  // room for a block's reads
   int64_t grid_len() const { return margin + blocks(olen) + plen + kBlock; }
   // The grid span from the first frame's first output to the last frame's last (junk rows between frames included:
   // one long loop is faster than a loop per frame)
@@ -138,6 +205,11 @@ inline void row_copy(float* row, float* phase_row, int64_t j0, int64_t j1, int64
 // kAdd true: the frames += the phases' unpadded part
 template <bool kAdd>
 void phase_copy(float* frames, float* P, const Branch& b, int64_t T) {
+  if (b.read == 2) {
+    for (int64_t t = 0; t < T; ++t) for (const auto& r : b.pair_rows)
+      row_copy<kAdd>(frames + t * b.frame_len + r.src, P + r.phase + t * b.F, 0, r.n, 0, 2);
+    return;
+  }
   for (int64_t a = 0; a < b.sh; ++a) for (int64_t c = 0; c < b.sw; ++c) {
     float* phase = P + (a * b.sw + c) * b.plen;
     const auto [j0, j1] = phase_columns(b, c);
@@ -160,8 +232,23 @@ void add_from_phases(const float* P, float* dst, const Branch& b, int64_t T) {
   phase_copy<true>(dst, const_cast<float*>(P), b, T);  // only read
 }
 
-// O[q] = sum_k w[k] * S[at[k] + q] for q < n rounded up to kLanes (S and O have room), the sums in registers
-void gather_taps(const float* S, const int64_t* at, const float* w, int64_t K, float* O, int64_t n) {
+// The taps of one gather: full taps (offsets at, weights w) and masked ones (offsets mat, weights mw, mask pointers
+// offset so that mask[q] goes with output q). The weights and mask pointers change per call, in buffers kept by the
+// thread (allocating them cost more than a small plane's taps).
+struct TapSet {
+  const int64_t* at = nullptr;
+  const int64_t* mat = nullptr;
+  int64_t K = 0, Km = 0;
+  std::vector<float> w, mw;
+  std::vector<const uint32_t*> mask;
+};
+
+// O[q] = sum_k w[k] * S[at[k] + q] (+ the masked taps, their reads cleared where the mask is 0) for q < n rounded
+// up to kLanes (S, O and the masks have room), the sums in registers
+void gather_taps(const float* S, const TapSet& ts, float* O, int64_t n) {
+  const int64_t K = ts.K, Km = ts.Km;
+  const int64_t* at = ts.at;
+  const float* w = ts.w.data();
   int64_t q = 0;
   for (; q + kBlock <= n; q += kBlock) {
     vf a0 = {}, a1 = {}, a2 = {}, a3 = {};
@@ -173,11 +260,21 @@ void gather_taps(const float* S, const int64_t* at, const float* w, int64_t K, f
       a2 += wk * load(p + 2 * kLanes);
       a3 += wk * load(p + 3 * kLanes);
     }
+    for (int64_t k = 0; k < Km; ++k) {
+      const float* p = S + ts.mat[k] + q;
+      const uint32_t* m = ts.mask[k] + q;
+      const vf wk = ts.mw[k] + vf{};
+      a0 += wk * masked(p, m);
+      a1 += wk * masked(p + kLanes, m + kLanes);
+      a2 += wk * masked(p + 2 * kLanes, m + 2 * kLanes);
+      a3 += wk * masked(p + 3 * kLanes, m + 3 * kLanes);
+    }
     store(O + q, a0); store(O + q + kLanes, a1); store(O + q + 2 * kLanes, a2); store(O + q + 3 * kLanes, a3);
   }
   for (; q < n; q += kLanes) {
     vf a = {};
     for (int64_t k = 0; k < K; ++k) a += (w[k] + vf{}) * load(S + at[k] + q);
+    for (int64_t k = 0; k < Km; ++k) a += (ts.mw[k] + vf{}) * masked(S + ts.mat[k] + q, ts.mask[k] + q);
     store(O + q, a);
   }
 }
@@ -208,14 +305,41 @@ void dot_taps(const float* G, const float* S, const int64_t* at, const int64_t* 
   for (; k < K; ++k) dot_block<1>(G, S, at + k, col + k, n, gw);
 }
 
+// sum_q G[q] (S[at[k] + q] where mask_k[q] is set) for q < n rounded up to kLanes, added to gw[col[k]], kTaps
+// taps at once
+template <int64_t kTaps>
+void masked_dot_block(const float* G, const float* S, const int64_t* at, const uint32_t* const* mask,
+                      const int64_t* col, int64_t n, float* gw) {
+  vf acc[kTaps] = {};
+  for (int64_t q = 0; q < n; q += kLanes) {
+#pragma GCC unroll 4
+    for (int64_t k = 0; k < kTaps; ++k) acc[k] += load(G + q) * masked(S + at[k] + q, mask[k] + q);
+  }
+  for (int64_t k = 0; k < kTaps; ++k) {
+    float s = 0.f;
+    for (int64_t l = 0; l < kLanes; ++l) s += acc[k][l];
+    gw[col[k]] += s;
+  }
+}
+
 // The grid position where an edge tap's rows start in frame t
 inline int64_t edge_start(const Branch& b, const EdgeTap& e, int64_t t) { return t * b.F + e.r0 * b.PC; }
 
 // O = sum_k w[col_k] * P[at_k + q] over the output grid
-void stencil(const float* P, const float* w, const Branch& b, int64_t T, float* O) {
-  std::vector<float> wk(b.tap_col.size());
-  for (size_t k = 0; k < wk.size(); ++k) wk[k] = w[b.tap_col[k]];
-  gather_taps(P, b.tap_at.data(), wk.data(), wk.size(), O, b.output_span(T));
+void stencil(const float* P, const float* w, const Branch& b, int64_t T, float* O, TapSet& ts) {
+  ts.at = b.tap_at.data();
+  ts.K = b.tap_at.size();
+  ts.w.resize(ts.K);
+  for (int64_t k = 0; k < ts.K; ++k) ts.w[k] = w[b.tap_col[k]];
+  ts.mat = b.mtap_at.data();
+  ts.Km = b.mtap_at.size();
+  ts.mw.resize(ts.Km);
+  ts.mask.resize(ts.Km);
+  for (int64_t k = 0; k < ts.Km; ++k) {
+    ts.mw[k] = w[b.mtap_col[k]];
+    ts.mask[k] = b.masks[b.mtap_mask[k]].data() + b.margin;
+  }
+  gather_taps(P, ts, O, b.output_span(T));
   for (const EdgeTap& e : b.edges) {
     const float we = w[e.col];
     const float* __restrict keep = e.keep.data();
@@ -229,20 +353,26 @@ void stencil(const float* P, const float* w, const Branch& b, int64_t T, float* 
 
 // GP[at_k + q] += w[col_k] * G[q], the transpose of stencil: per phase a gather GP[m] = sum w_k G[m - at_k] over
 // its taps, on the rows that hold input, then the edge taps. G has b.margin zeros before it and room after it.
-void stencil_transposed(const float* G, const float* w, const Branch& b, int64_t T, float* GP) {
+void stencil_transposed(const float* G, const float* w, const Branch& b, int64_t T, float* GP, TapSet& ts) {
   // Rows of a phase frame that hold input: without a row stride [ph, ph + rows), else all of them
   const int64_t first = b.sh == 1 ? b.ph * b.PC : 0, span = b.sh == 1 ? b.rows * b.PC : b.F;
   for (int64_t ph = 0; ph < b.sh * b.sw; ++ph) {
-    std::vector<int64_t> at;
-    std::vector<float> wk;
-    for (size_t k = 0; k < b.tap_at.size(); ++k) {
-      if (b.tap_at[k] / b.plen != ph) continue;
-      at.push_back(-(b.tap_at[k] % b.plen));
-      wk.push_back(w[b.tap_col[k]]);
-    }
+    const auto& taps = b.phase_taps[ph];
+    ts.at = taps.at.data();
+    ts.K = taps.at.size();
+    ts.w.resize(ts.K);
+    for (int64_t k = 0; k < ts.K; ++k) ts.w[k] = w[taps.col[k]];
     const int64_t m = ph * b.plen + b.pt * b.F + first, n = (T - 1) * b.F + span;
-    if (at.empty()) std::fill(GP + m, GP + m + n, 0.f);
-    else gather_taps(G + (m - ph * b.plen), at.data(), wk.data(), at.size(), GP + m, n);
+    ts.mat = taps.mat.data();  // masked taps exist only without strides: in the one phase
+    ts.Km = taps.mat.size();
+    ts.mw.resize(ts.Km);
+    ts.mask.resize(ts.Km);
+    for (int64_t k = 0; k < ts.Km; ++k) {  // GP[m + q] += w G[m + q - a] where the mask at output m + q - a is set
+      ts.mw[k] = w[b.mtap_col[k]];
+      ts.mask[k] = b.masks[b.mtap_mask[k]].data() + b.margin + m - b.mtap_at[k];
+    }
+    if (ts.K + ts.Km == 0) std::fill(GP + m, GP + m + n, 0.f);
+    else gather_taps(G + (m - ph * b.plen), ts, GP + m, n);
   }
   for (const EdgeTap& e : b.edges) {
     const float we = w[e.col];
@@ -256,8 +386,16 @@ void stencil_transposed(const float* G, const float* w, const Branch& b, int64_t
 }
 
 // gw[col_k] += sum_q G[q] P[at_k + q] (G is zero outside the valid outputs)
-void weight_grad(const float* G, const float* P, const Branch& b, int64_t T, float* gw) {
+void weight_grad(const float* G, const float* P, const Branch& b, int64_t T, float* gw, TapSet& ts) {
   dot_taps(G, P, b.tap_at.data(), b.tap_col.data(), b.tap_at.size(), b.output_span(T), gw);
+  const int64_t n = b.output_span(T), Km = b.mtap_at.size();  // G is zero beyond it, up to the register
+  const int64_t* at = b.mtap_at.data();
+  const int64_t* col = b.mtap_col.data();
+  ts.mask.resize(Km);
+  for (int64_t k = 0; k < Km; ++k) ts.mask[k] = b.masks[b.mtap_mask[k]].data() + b.margin;
+  int64_t k = 0;
+  for (; k + 4 <= Km; k += 4) masked_dot_block<4>(G, P, at + k, ts.mask.data() + k, col + k, n, gw);
+  for (; k < Km; ++k) masked_dot_block<1>(G, P, at + k, ts.mask.data() + k, col + k, n, gw);
   for (const EdgeTap& e : b.edges) {
     float s = 0.f;
     const float* keep = e.keep.data();
@@ -298,6 +436,27 @@ std::vector<Group> make_groups(const std::vector<int64_t>& bounds, const std::ve
   return groups;
 }
 
+// The groups of a layer shape, built once: a call's branches (index maps, masks) cost up to a tenth of a small
+// layer's time to build. Keyed by everything they are built from; a network has a few dozen layer shapes.
+std::shared_ptr<const std::vector<Group>> cached_groups(const std::vector<int64_t>& bounds,
+                                                        const std::vector<int64_t>& specs, int64_t T, int64_t H,
+                                                        int64_t W, int64_t Ho, int64_t Wo) {
+  static std::mutex lock;
+  static std::map<std::vector<int64_t>, std::shared_ptr<const std::vector<Group>>> cache;
+  std::vector<int64_t> key{T, H, W, Ho, Wo, static_cast<int64_t>(bounds.size())};
+  key.insert(key.end(), bounds.begin(), bounds.end());
+  key.insert(key.end(), specs.begin(), specs.end());
+  {
+    std::lock_guard<std::mutex> guard(lock);
+    const auto found = cache.find(key);
+    if (found != cache.end()) return found->second;
+  }
+  auto groups = std::make_shared<const std::vector<Group>>(make_groups(bounds, specs, T, H, W, Ho, Wo));
+  std::lock_guard<std::mutex> guard(lock);
+  if (cache.size() >= 1024) cache.clear();  // a bound for programs that run very many shapes
+  return cache.emplace(std::move(key), std::move(groups)).first->second;
+}
+
 const Group& group_of(const std::vector<Group>& groups, int64_t c) {
   for (const auto& g : groups) if (c >= g.c0 && c < g.c1) return g;
   TORCH_CHECK(false, "depthwise stencil: channel ", c, " is in no group");
@@ -307,6 +466,7 @@ const Group& group_of(const std::vector<Group>& groups, int64_t c) {
 // positions zero from plane to plane (only the valid positions are written), so they are cleared once; the others
 // are written before they are read, and the transposed planes exist only where a branch reads the transpose.
 struct Scratch {
+  TapSet taps;
   std::vector<std::vector<float>> phases, grad_grid;
   std::unique_ptr<float[]> grid, grad_phases, plane, plane_grad;  // phases and grad_grid: one per Branch::id
 
@@ -369,7 +529,8 @@ at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, co
   const auto x = x_.contiguous();
   const auto weight = weight_.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), K = weight.size(1);
-  const auto groups = make_groups(bounds, specs, T, H, W, Ho, Wo);
+  const auto cached = cached_groups(bounds, specs, T, H, W, Ho, Wo);
+  const auto& groups = *cached;
   auto out = at::empty({N, C, T, Ho, Wo}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
@@ -388,9 +549,9 @@ at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, co
           transpose_frames<false>(src, scratch.plane.get(), T, H, W);
           transposed = true;
         }
-        float* P = scratch.phases[b.id].data();
+        float* P = scratch.phases[b.id].data() + b.in_margin();
         to_phases(b.transpose_in ? scratch.plane.get() : src, P, b, T);
-        stencil(P, wp + c * K, b, T, scratch.grid.get());
+        stencil(P, wp + c * K, b, T, scratch.grid.get(), scratch.taps);
         for (int64_t t = 0; t < T; ++t) {
           float* d = dst + t * Ho * Wo;
           const float* o = scratch.grid.get() + t * b.F;
@@ -419,7 +580,8 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Te
   const auto weight = weight_.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), K = weight.size(1);
   const int64_t Ho = grad.size(3), Wo = grad.size(4);
-  const auto groups = make_groups(bounds, specs, T, H, W, Ho, Wo);
+  const auto cached = cached_groups(bounds, specs, T, H, W, Ho, Wo);
+  const auto& groups = *cached;
   at::Tensor gx = need_x ? at::empty_like(x) : at::Tensor();
   at::Tensor gw = need_w ? at::zeros_like(weight) : at::Tensor();
   const float* xp = x.data_ptr<float>();
@@ -450,12 +612,12 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Te
               transpose_frames<false>(src, scratch.plane.get(), T, H, W);
               transposed = true;
             }
-            float* P = scratch.phases[b.id].data();
+            float* P = scratch.phases[b.id].data() + b.in_margin();
             to_phases(b.transpose_in ? scratch.plane.get() : src, P, b, T);
-            weight_grad(G, P, b, T, gwp + c * K);
+            weight_grad(G, P, b, T, gwp + c * K, scratch.taps);
           }
           if (need_x) {
-            stencil_transposed(G, wp + c * K, b, T, scratch.grad_phases.get());
+            stencil_transposed(G, wp + c * K, b, T, scratch.grad_phases.get(), scratch.taps);
             float* dst = b.transpose_in ? scratch.plane_grad.get() : gxplane;
             bool& first = b.transpose_in ? first_t : first_x;
             if (first) std::fill(dst, dst + T * H * W, 0.f);

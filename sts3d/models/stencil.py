@@ -4,9 +4,11 @@
 as a sum of *branches*, each a list of taps ``(dt, dy, dx)`` with a weight column, run over a zero-padded copy of the
 plane split into stride phases, so that each tap is one contiguous multiply-add loop; forward, input and weight
 gradients. The stock ``3x3x3`` depthwise conv is one branch of 27 taps. STS's static half (spec section 1.1) is one
-branch of 27 taps in the aligned mode (the centre ``3x3``, the ``1x9`` and the ``9x1`` line) and the centre plus one
-or two line branches in the faithful mode (:func:`sts_static_branches`); the dynamic half is the stock kernel's
-branch, all in one pass over the planes.
+branch of 27 taps in the aligned mode (the centre ``3x3``, the ``1x9`` and the ``9x1`` line); in the faithful mode
+one branch at stride 1 (the frame stored without padding columns, so the width line runs on along the row-major
+sequence) and at stride 2 three, one per layout the original's every-4th-element placement needs
+(:func:`sts_static_branches`); the dynamic half is the stock kernel's branch, all in one pass over the planes. Each
+branch copies the plane once, so the fewer branches the faster (a branch's copies cost more than its taps).
 
 The extension is built on first use (:mod:`sts3d.models.native`); where it cannot be, :func:`available` is false and
 ``depthwise_impl='auto'`` falls back to the pure-PyTorch ``'frames'`` form.
@@ -29,11 +31,14 @@ Spec = list[int]  # one branch, as the C++ side reads it (see _branch)
 Tap = tuple[int, ...]  # (dt, dy, dx, weight column), or with (first row, end row, skipped column): an edge tap
 
 
+FRAME, SEQUENCE, COLUMN_PAIRS = 0, 1, 2  # how a branch reads a frame (see depthwise_stencil.cpp)
+
+
 def _branch(taps: Sequence[Tap], dims: tuple[int, int, int], stride: tuple[int, int], out: tuple[int, int],
-            view_cols: int, every: tuple[int, int] = (1, 1), transpose_in: bool = False, sequence: bool = False,
+            view_cols: int, every: tuple[int, int] = (1, 1), transpose_in: bool = False, read: int = FRAME,
             transpose_out: bool = False, pad: Optional[tuple[int, int, int]] = None) -> Spec:
-    """A branch: ``taps`` over the frames (or their transposes; as row-major sequences when ``sequence``) of
-    ``dims`` ``(T, rows, columns)``, zero-padded by ``pad`` (default: as far as the taps reach; taps that can then
+    """A branch: ``taps`` over the frames (or their transposes; read as row-major sequences or as column pairs
+    by ``read``) of ``dims`` ``(T, rows, columns)``, zero-padded by ``pad`` (default: as far as the taps reach; taps that can then
     only read padding are left out, they add zeros), with ``stride`` ``(h, w)`` and valid output grid ``out``; that
     output, read row-major and viewed with ``view_cols`` columns, taken at every ``every`` row / column and
     transposed when ``transpose_out``, is the branch's ``(H', W')`` contribution. An edge tap ``(dt, dy, dx, column,
@@ -42,7 +47,7 @@ def _branch(taps: Sequence[Tap], dims: tuple[int, int, int], stride: tuple[int, 
         taps = [tap for tap in taps if all(abs(d) < size for d, size in zip(tap[:3], dims))]
         pad = tuple(max((abs(tap[i]) for tap in taps if len(tap) == 4), default=0) for i in range(3))
     flat = [v for tap in taps for v in (tap if len(tap) == 7 else (*tap, 0, -1, -1))]
-    return [int(transpose_in), int(sequence), *stride, *pad, *out, view_cols, *every, int(transpose_out),
+    return [int(transpose_in), read, *stride, *pad, *out, view_cols, *every, int(transpose_out),
             len(taps), *flat]
 
 
@@ -56,12 +61,18 @@ def dense_branch(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: i
     return _branch(taps, (t, h, w), (stride, stride), out, out[1])
 
 
-def _faithful_lines(t: int, h: int, w: int) -> Spec:
-    """Both faithful lines at stride 1 (``h >= 4``) as one branch on the frames with 4 zero rows between them and
-    none between columns: the width line runs along the row-major sequence itself; the height line, along the
+def _faithful_static(t: int, h: int, w: int) -> Spec:
+    """The faithful static half at stride 1 (``h >= 4``) as one branch on the frames with 4 zero rows between them
+    and none between columns. The width line runs along the row-major sequence itself; the height line, along the
     column-major sequence, is the 9x1 line on the rows plus, in the first and last 4 output rows, edge taps that
-    read on in the previous / next column (skipping the first / last column, where the sequence ends)."""
-    taps: list[Tap] = [(0, 0, j - 4, j) for j in range(9)]
+    read on in the previous / next column (skipping the first / last column, where the sequence ends); the centre
+    3x3's side taps skip the first / last output column, whose reads there are the neighbouring row's."""
+    taps: list[Tap] = []
+    for y in range(3):
+        for x in range(3):
+            rows = () if x == 1 else (0, h, w - 1 if x == 2 else 0)
+            taps.append((0, y - 1, x - 1, 9 + 3 * y + x, *rows))
+    taps += [(0, 0, j - 4, j) for j in range(9)]
     taps += [(0, j - 4, 0, 18 + j) for j in range(9)]
     for d in range(1, 5):  # tap 4 + d of output row r >= h - d reads row r + d - h of the next column
         taps.append((0, d - h, 1, 22 + d, h - d, h, w - 1))
@@ -72,27 +83,34 @@ def _faithful_lines(t: int, h: int, w: int) -> Spec:
 def sts_static_branches(stride: int, t: int, h: int, w: int, faithful: bool) -> list[Spec]:
     """The static half of the depthwise STS conv (weight columns of a ``3x3x3`` kernel, ``(kt, kh, kw)`` order):
     the centre slice as a ``3x3`` conv, the first slice as a 9-tap width line and the last as a 9-tap height line
-    (``sts3d.models.sts`` describes both modes, including the odd-size rule of the faithful mode)."""
+    (``sts3d.models.sts`` describes both modes, including the odd-size rule of the faithful mode). Faithful at
+    stride 2: the centre on the frame's stride phases, the width line on every 4th element of the row-major
+    sequence, the height line, along the column-major sequence, as a 9x1 line with row stride 4 on the frame's
+    column pairs (even heights; the original's placement makes that the same as the sequence conv read as the
+    output map), else on the transposed frame."""
     out = (out_size(h, stride), out_size(w, stride))
     centre = [(0, y - 1, x - 1, 9 + 3 * y + x) for y in range(3) for x in range(3)]
     width = [(0, 0, j - 4, j) for j in range(9)]
     height = [(0, j - 4, 0, 18 + j) for j in range(9)]
     if not faithful:  # zero-padded 1x9 and 9x1 kernels at the true strided positions: one branch of all 27 taps
         return [_branch(centre + width + height, (t, h, w), (stride, stride), out, out[1])]
+    if stride == 1 and h >= 4:
+        return [_faithful_static(t, h, w)]
     branches = [_branch(centre, (t, h, w), (stride, stride), out, out[1])]
-    if stride == 1 and h >= 8:  # below 8 rows the sequence convs on the transposed frames are faster (measured)
-        return branches + [_faithful_lines(t, h, w)]
     step = stride * stride
     fills = line_fills_map(h, w, stride)
     for first, transposed in ((0, False), (18, True)):
         taps = [(0, 0, j - 4, first + j) for j in range(9)]  # a line along the sequence
         rows, cols = (out[1], out[0]) if transposed else out
-        if fills:  # the original: every stride**2-th element of the sequence, read as the output map
+        if fills and transposed and stride == 2 and h % 2 == 0:  # as a 9x1 line with row stride 4 on column pairs
+            branches.append(_branch([(0, j - 4, 0, first + j) for j in range(9)], (t, 2 * h, out[1]), (4, 1), out,
+                                    out[1], read=COLUMN_PAIRS, pad=(0, 4, 0)))
+        elif fills:  # the original: every stride**2-th element of the sequence, read as the output map
             branches.append(_branch(taps, (t, 1, h * w), (1, step), (1, rows * cols), cols,
-                                    transpose_in=transposed, sequence=True, transpose_out=transposed))
+                                    transpose_in=transposed, read=SEQUENCE, transpose_out=transposed))
         else:  # odd sizes: the sequence conv at every position, taken at the true strided positions
             branches.append(_branch(taps, (t, 1, h * w), (1, 1), (1, h * w), h if transposed else w,
-                                    (stride, stride), transpose_in=transposed, sequence=True,
+                                    (stride, stride), transpose_in=transposed, read=SEQUENCE,
                                     transpose_out=transposed))
     return branches
 
