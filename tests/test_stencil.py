@@ -52,7 +52,9 @@ def test_dense_matches_conv3d(n, c, t, h, w, stride, kernel):
 @pytest.mark.parametrize("mode", ["faithful", "aligned"])
 @pytest.mark.parametrize("t,h,w,stride", [
     (4, 8, 8, 1), (4, 8, 8, 2), (3, 7, 9, 2), (1, 5, 5, 2), (4, 16, 12, 1), (2, 16, 12, 2), (3, 4, 4, 1),
-    (2, 3, 6, 1), (2, 3, 6, 2), (1, 1, 1, 1), (2, 2, 3, 2), (2, 9, 9, 2)])  # 9x9: odd, before CSN's stride 2
+    (2, 3, 6, 1), (2, 3, 6, 2), (1, 1, 1, 1), (2, 2, 3, 2), (2, 9, 9, 2),  # 9x9: odd, before CSN's stride 2
+    (2, 6, 10, 2), (2, 2, 5, 2),  # faithful stride 2 on column pairs: height not a multiple of 4, odd width
+    (2, 4, 1, 1), (2, 7, 3, 1)])  # faithful stride 1 in one branch: masked taps on narrow frames
 def test_sts_matches_the_composed_convs(mode, t, h, w, stride):
     """Against the STS conv built from stock convs (``depthwise_impl='conv3d'``), which the reference tests pin."""
     torch.manual_seed(1)

@@ -12,9 +12,10 @@
 //
 // A tap can also be an "edge" tap: applied to a range of output rows only, optionally skipping one output column.
 // The faithful STS height line, a line along the column-major frame, is the 9x1 line on the rows plus such taps for
-// the positions where the original's sequence runs on into the next (or previous) column. An edge tap over a
-// quarter of the rows or more is run as a "masked" tap, with the full taps, its reads outside its rows and at its
-// skipped column cleared by a bit mask (this also lets the centre 3x3 share a frame stored without padding columns).
+// the positions where the original's sequence runs on into the next (or previous) column. An edge tap over all
+// rows (or on a map of at most 4 rows) is run as a "masked" tap, with the full taps, its reads outside its rows and
+// at its skipped column cleared by a bit mask (this lets the centre 3x3 share a frame stored without padding
+// columns).
 //
 // Tensors are NCDHW float32 (contiguous); weights (C, K) with a column index per tap. Forward and backward are
 // parallel over planes (forward) and over channels (backward, so each thread owns its channels' weight gradient).
@@ -113,8 +114,9 @@ struct Branch {
         TORCH_CHECK(at >= 0 && (sh * sw == 1 || (dy >= 0 && dx >= 0)), "depthwise stencil: a tap beyond the padding");
         tap_at.push_back(at);
         tap_col.push_back(v[3]);
-      } else if (sh == 1 && sw == 1 && v[4] >= 0 && v[4] < v[5] && v[5] <= out_rows && 4 * (v[5] - v[4]) >= out_rows) {
-        // over a quarter of the rows or more: a masked tap, cheaper than a loop of its own
+      } else if (sh == 1 && sw == 1 && v[4] >= 0 && v[4] < v[5] && v[5] <= out_rows &&
+                 (v[5] - v[4] == out_rows || out_rows <= 4)) {
+        // over all rows, or on a map of a few rows: a masked tap, cheaper than a loop of its own (measured)
         mtap_at.push_back(at);
         mtap_col.push_back(v[3]);
         mtap_mask.push_back(mask_of(v[4], v[5], v[6]));
