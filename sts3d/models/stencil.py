@@ -41,8 +41,9 @@ def _branch(taps: Sequence[Tap], dims: tuple[int, int, int], stride: tuple[int, 
     by ``read``) of ``dims`` ``(T, rows, columns)``, zero-padded by ``pad`` (default: as far as the taps reach;
     taps that can then only read padding are left out, they add zeros), with ``stride`` ``(h, w)`` and valid
     output grid ``out``; that output, read row-major and viewed with ``view_cols`` columns, taken at every
-    ``every`` row / column and transposed when ``transpose_out``, is the branch's ``(H', W')`` contribution. An edge tap ``(dt, dy, dx, column,
-    r0, r1, skip)`` applies to output rows ``[r0, r1)`` only, not to output column ``skip`` (``-1``: none)."""
+    ``every`` row / column and transposed when ``transpose_out``, is the branch's ``(H', W')`` contribution. An
+    edge tap ``(dt, dy, dx, column, r0, r1, skip)`` applies to output rows ``[r0, r1)`` only, not to output column
+    ``skip`` (``-1``: none)."""
     if pad is None:
         taps = [tap for tap in taps if all(abs(d) < size for d, size in zip(tap[:3], dims))]
         pad = tuple(max((abs(tap[i]) for tap in taps if len(tap) == 4), default=0) for i in range(3))
