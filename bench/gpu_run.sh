@@ -51,7 +51,7 @@ if ! part check 90 python3 bench/cuda_check.py; then
 fi
 part kernels 90 python3 bench/cuda_kernels.py
 part depthwise 60 python3 bench/depthwise.py --device cuda --batch 8 --size 224 --rounds 9 --skip-layers
-part sts 90 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7
+part sts 90 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7 --instances 1
 part train_sf 70 python3 bench/train_step.py --device cuda --models slowfast50_8x8 --batch 16 --size 224 \
     --rounds 3 --switches channels_last bf16
 part train_x3d 150 python3 bench/train_step.py --device cuda --models x3d_s --batch 32 --frames 13 --size 160 \

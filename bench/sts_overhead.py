@@ -2,13 +2,14 @@
 
 Setting of the foundation issue: 2 CPU threads, batch 2, 8x128x128 clips (32 frames for SlowFast), at least 7
 rounds; each round times the plain model, the STS model (faithful), the STS model (aligned) and a second plain model
-(the control), in an order rotated from round to round. Prints the median time of each and the ratios. Target: every
-STS ratio <= 1.03. The control's ratio to the first plain model is the method's own error: two instances of the
-same model differ by a few percent on a CPU, as much as the target's margin. All use the same ``--depthwise-impl``
-(default ``auto``, the models' default; ``conv3d`` for the stock depthwise conv).
+(the control), ``--instances`` models of each (default 2), in an order rotated from round to round. A variant's time
+is the mean over its instances of their median times. Prints those and the ratios. Target: every STS ratio <= 1.03.
+The control's ratio to the plain model is the method's own error: two instances of the same model differ by a few
+percent on this CPU, as much as the target's margin; more instances shrink that. All use the same
+``--depthwise-impl`` (default ``auto``, the models' default; ``conv3d`` for the stock depthwise conv).
 
     python bench/sts_overhead.py [--rounds 7] [--threads 2] [--models csn50_ir x3d_s ...] [--device cpu|cuda]
-                                 [--depthwise-impl auto|frames|conv3d]
+                                 [--depthwise-impl auto|frames|conv3d] [--instances 2]
 """
 from __future__ import annotations
 
@@ -52,31 +53,34 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list_backbones())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--depthwise-impl", default="auto", choices=DEPTHWISE_IMPLS)
+    parser.add_argument("--instances", type=int, default=2, help="models built per variant (default 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     variants = {"plain": dict(sts=False), "faithful": dict(sts=True, sts_mode="faithful"),
                 "aligned": dict(sts=True, sts_mode="aligned"), "control": dict(sts=False)}
     print(f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
-          f"depthwise_impl={args.depthwise_impl} torch={torch.__version__}")
+          f"instances={args.instances} depthwise_impl={args.depthwise_impl} torch={torch.__version__}")
     print(f"{'backbone':<18}{'plain s':>10}{'faithful s':>12}{'aligned s':>11}{'faithful/plain':>16}"
           f"{'aligned/plain':>15}{'control/plain':>15}")
     worst = 0.0
     for name in args.models:
-        models = {k: create_backbone(name, depthwise_impl=args.depthwise_impl, **v).to(args.device).train()
-                  for k, v in variants.items()}
-        for m in models.values():
-            m.load_state_dict(models["plain"].state_dict())
+        # instances interleaved (plain, faithful, aligned, control, plain, ...): each variant's time is the mean of
+        # its instances' medians, which evens out what one instance's memory placement adds or saves
+        models = [(k, create_backbone(name, depthwise_impl=args.depthwise_impl, **v).to(args.device).train())
+                  for _ in range(args.instances) for k, v in variants.items()]
+        for _, m in models:
+            m.load_state_dict(models[0][1].state_dict())
         x = torch.randn(args.batch, *clip_shape(name, args.frames, args.size), device=args.device)
-        for m in models.values():  # warm-up: allocator, kernels' first-call costs
+        for _, m in models:  # warm-up: allocator, kernels' first-call costs
             step(m, x)
-        times = {k: [] for k in models}
-        order = list(models)
+        times = [[] for _ in models]
         for r in range(args.rounds):
-            for k in order[r % len(order):] + order[:r % len(order)]:
-                models[k].zero_grad(set_to_none=True)
-                times[k].append(timed(models[k], x, args.device))
-        med = {k: statistics.median(v) for k, v in times.items()}
+            for i in [(r + j) % len(models) for j in range(len(models))]:
+                models[i][1].zero_grad(set_to_none=True)
+                times[i].append(timed(models[i][1], x, args.device))
+        med = {k: statistics.mean(statistics.median(t) for (kind, _), t in zip(models, times) if kind == k)
+               for k in variants}
         ratios = (med["faithful"] / med["plain"], med["aligned"] / med["plain"])
         worst = max(worst, *ratios)
         print(f"{name:<18}{med['plain']:>10.3f}{med['faithful']:>12.3f}{med['aligned']:>11.3f}"
