@@ -104,8 +104,8 @@ def sts_static_branches(stride: int, t: int, h: int, w: int, faithful: bool) -> 
         taps = [(0, 0, j - 4, first + j) for j in range(9)]  # a line along the sequence
         rows, cols = (out[1], out[0]) if transposed else out
         if fills and transposed and stride == 2 and h % 2 == 0:  # as a 9x1 line with row stride 4 on column pairs
-            branches.append(_branch([(0, j - 4, 0, first + j) for j in range(9)], (t, 2 * h, out[1]), (4, 1), out,
-                                    out[1], read=COLUMN_PAIRS, pad=(0, 4, 0)))
+            branches.append(_branch(height, (t, 2 * h, out[1]), (4, 1), out, out[1], read=COLUMN_PAIRS,
+                                    pad=(0, 4, 0)))
         elif fills:  # the original: every stride**2-th element of the sequence, read as the output map
             branches.append(_branch(taps, (t, 1, h * w), (1, step), (1, rows * cols), cols,
                                     transpose_in=transposed, read=SEQUENCE, transpose_out=transposed))
