@@ -455,7 +455,7 @@ std::shared_ptr<const std::vector<Group>> cached_groups(const std::vector<int64_
   }
   auto groups = std::make_shared<const std::vector<Group>>(make_groups(bounds, specs, T, H, W, Ho, Wo));
   std::lock_guard<std::mutex> guard(lock);
-  if (cache.size() >= 1024) cache.clear();  // a bound for programs that run very many shapes
+  if (cache.size() >= 256) cache.clear();  // a bound for programs that run many shapes (masks are ~1 MB at 56x56)
   return cache.emplace(std::move(key), std::move(groups)).first->second;
 }
 
