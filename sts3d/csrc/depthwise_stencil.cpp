@@ -212,6 +212,16 @@ void phase_copy(float* frames, float* P, const Branch& b, int64_t T) {
       row_copy<kAdd>(frames + t * b.frame_len + r.src, P + r.phase + t * b.F, 0, r.n, 0, 2);
     return;
   }
+  if (b.sh == 1 && b.sw == 1 && b.pw == 0 && b.cols == b.PC) {  // rows contiguous on both sides: a frame at a time
+    const int64_t n = b.rows * b.cols;
+    for (int64_t t = 0; t < T; ++t) {
+      float* __restrict frame = frames + t * n;
+      float* __restrict phase_frame = P + (t + b.pt) * b.F + b.ph * b.PC;
+      if (kAdd) for (int64_t i = 0; i < n; ++i) frame[i] += phase_frame[i];
+      else std::memcpy(phase_frame, frame, n * sizeof(float));
+    }
+    return;
+  }
   for (int64_t a = 0; a < b.sh; ++a) for (int64_t c = 0; c < b.sw; ++c) {
     float* phase = P + (a * b.sw + c) * b.plen;
     const auto [j0, j1] = phase_columns(b, c);
