@@ -53,9 +53,12 @@ struct EdgeTap {
 // One branch on a plane of T frames of H x W. Its buffers: sh * sw phases of plen floats, each T + 2 pt frames
 // (and a spare one) of PR x PC; its output grid T frames of PR x PC, the valid outputs in rows [0, out_rows) and
 // columns [0, out_cols). Without a stride, the zeros after a row (frame) are also the zeros before the next.
+// How a branch reads the frame (stencil.py's FRAME, SEQUENCE, COLUMN_PAIRS)
+enum Read : int64_t { kFrame = 0, kSequence = 1, kColumnPairs = 2 };
+
 struct Branch {
   bool transpose_in, transpose_out;
-  int64_t read;                         // the frame: 0 as it is, 1 as a row-major sequence, 2 as column pairs
+  int64_t read;                         // a Read: the frame as it is, as a row-major sequence, or as column pairs
   int64_t sh, sw, pt, ph, pw;
   int64_t rows, cols;                   // the branch's input frame: (H, W), (W, H), a sequence (1, H * W), or V
   int64_t frame_len;                    // H * W
@@ -69,6 +72,8 @@ struct Branch {
   std::vector<int64_t> tap_at, tap_col;  // full taps: buffer offset (phase + shift), weight column
   std::vector<int64_t> mtap_at, mtap_col, mtap_mask;  // masked taps: offset, weight column, index in masks
   std::vector<std::vector<uint32_t>> masks;  // per distinct edge: over the output grid, laid out as grad_grid
+  std::vector<std::vector<int64_t>> mask_keys;  // each mask's edge: r0, r1, skipped column
+  int64_t in_margin = 0;                 // zeros before the phases: a masked tap may read above its first rows
   std::vector<EdgeTap> edges;
   struct PhaseTaps { std::vector<int64_t> at, col, mat; };  // per phase, for the transposed gather: -offsets
   std::vector<PhaseTaps> phase_taps;
@@ -86,8 +91,8 @@ struct Branch {
     rows = transpose_in ? W : H;
     cols = transpose_in ? H : W;
     frame_len = H * W;
-    if (read == 1) { cols = rows * cols; rows = 1; }
-    if (read == 2) {
+    if (read == kSequence) { cols = rows * cols; rows = 1; }
+    if (read == kColumnPairs) {
       TORCH_CHECK(!transpose_in && sh == 4 && sw == 1 && pt == 0 && ph == 4 && pw == 0 && H % 2 == 0,
                   "depthwise stencil: bad column-pair branch");
       rows = 2 * H;
@@ -99,7 +104,7 @@ struct Branch {
     olen = T * F;
     plen = blocks((T + 2 * pt + 1) * F);
     margin = blocks((2 * pt + 1) * F);
-    for (int64_t v = -ph; read == 2 && v < rows + ph; ++v) {  // row v of V: frame row r, columns 2 j + c
+    for (int64_t v = -ph; read == kColumnPairs && v < rows + ph; ++v) {  // row v of V: frame row r, columns 2 j + c
       const int64_t r = (v % H + H) % H, c = (v - r) / H;
       const int64_t j0 = std::max<int64_t>(0, (1 - c) / 2), j1 = std::min<int64_t>(cols, (W - c + 1) / 2);
       if (j1 > j0) pair_rows.push_back({((v + ph) % sh) * plen + (v + ph) / sh * PC + j0, r * W + c + 2 * j0, j1 - j0});
@@ -133,7 +138,10 @@ struct Branch {
       phase_taps[tap_at[k] / plen].at.push_back(-(tap_at[k] % plen));
       phase_taps[tap_at[k] / plen].col.push_back(tap_col[k]);
     }
-    for (const int64_t a : mtap_at) phase_taps[0].mat.push_back(-a);
+    for (const int64_t a : mtap_at) {
+      phase_taps[0].mat.push_back(-a);
+      in_margin = std::max(in_margin, blocks(-a));  // its mask clears those reads
+    }
     for (int64_t ho = 0; ho < Ho; ++ho) for (int64_t wo = 0; wo < Wo; ++wo) {
       const int64_t a = transpose_out ? wo : ho, b = transpose_out ? ho : wo;
       const int64_t m = a * every_r * view_cols + b * every_c;  // index in the valid output, row-major
@@ -162,14 +170,7 @@ struct Branch {
     masks.push_back(std::move(m));
     return masks.size() - 1;
   }
-  std::vector<std::vector<int64_t>> mask_keys;
-  // Zeros before the phases: a masked tap may read above its first rows (its mask clears those reads)
-  int64_t in_margin() const {
-    int64_t lowest = 0;
-    for (const int64_t a : mtap_at) lowest = std::min(lowest, a);
-    return blocks(-lowest);
-  }
-  int64_t phases_len() const { return in_margin() + sh * sw * plen + kBlock; }  // room for a block's reads
+  int64_t phases_len() const { return in_margin + sh * sw * plen + kBlock; }  // room for a block's reads
   int64_t grid_len() const { return margin + blocks(olen) + plen + kBlock; }
   // The grid span from the first frame's first output to the last frame's last (junk rows between frames included:
   // one long loop is faster than a loop per frame)
@@ -207,7 +208,7 @@ inline void row_copy(float* row, float* phase_row, int64_t j0, int64_t j1, int64
 // kAdd true: the frames += the phases' unpadded part
 template <bool kAdd>
 void phase_copy(float* frames, float* P, const Branch& b, int64_t T) {
-  if (b.read == 2) {
+  if (b.read == kColumnPairs) {
     for (int64_t t = 0; t < T; ++t) for (const auto& r : b.pair_rows)
       row_copy<kAdd>(frames + t * b.frame_len + r.src, P + r.phase + t * b.F, 0, r.n, 0, 2);
     return;
@@ -561,7 +562,7 @@ at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, co
           transpose_frames<false>(src, scratch.plane.get(), T, H, W);
           transposed = true;
         }
-        float* P = scratch.phases[b.id].data() + b.in_margin();
+        float* P = scratch.phases[b.id].data() + b.in_margin;
         to_phases(b.transpose_in ? scratch.plane.get() : src, P, b, T);
         stencil(P, wp + c * K, b, T, scratch.grid.get(), scratch.taps);
         for (int64_t t = 0; t < T; ++t) {
@@ -624,7 +625,7 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Te
               transpose_frames<false>(src, scratch.plane.get(), T, H, W);
               transposed = true;
             }
-            float* P = scratch.phases[b.id].data() + b.in_margin();
+            float* P = scratch.phases[b.id].data() + b.in_margin;
             to_phases(b.transpose_in ? scratch.plane.get() : src, P, b, T);
             weight_grad(G, P, b, T, gwp + c * K, scratch.taps);
           }
