@@ -36,6 +36,7 @@ namespace {
 // narrower ones elsewhere.
 typedef float vf __attribute__((vector_size(64), aligned(4), may_alias));
 constexpr int64_t kLanes = 16, kBlock = 4 * kLanes;  // outputs per register block
+constexpr int64_t kShortRow = 12;  // row copies shorter than this on average: copied element by element
 typedef uint32_t vu __attribute__((vector_size(64), aligned(4), may_alias));
 inline vf load(const float* p) { return *reinterpret_cast<const vf*>(p); }
 // p's floats where the mask is all ones, +0 where it is 0 (an AND, so an inf or NaN read there cannot leak)
@@ -62,8 +63,14 @@ struct Branch {
   int64_t sh, sw, pt, ph, pw;
   int64_t rows, cols;                   // the branch's input frame: (H, W), (W, H), a sequence (1, H * W), or V
   int64_t frame_len;                    // H * W
-  struct RowCopy { int64_t phase, src, n; };
-  std::vector<RowCopy> pair_rows;       // column pairs: phase row offset <- frame offset, every 2nd column, n of them
+  // One frame's copy into the phases (frame t: dst + t * F <- src + t * frame_len), rows of n elements, every
+  // copy_stride-th of the frame; where those rows are short, the same element by element (a loop per row cost more
+  // than its copying on small maps, measured)
+  struct RowCopy { int64_t dst, src, n; };
+  std::vector<RowCopy> copies;
+  int64_t copy_stride = 1;
+  bool frame_copy = false;                // rows contiguous on both sides: a frame at a time instead
+  std::vector<int32_t> table_dst, table_src;
   int64_t out_rows, out_cols;           // its valid output grid
   int64_t view_cols, every_r, every_c;  // the output viewed with view_cols columns, every n-th row / column taken
   int64_t PR, PC, F, plen, olen;
@@ -104,11 +111,7 @@ struct Branch {
     olen = T * F;
     plen = blocks((T + 2 * pt + 1) * F);
     margin = blocks((2 * pt + 1) * F);
-    for (int64_t v = -ph; read == kColumnPairs && v < rows + ph; ++v) {  // row v of V: frame row r, columns 2 j + c
-      const int64_t r = (v % H + H) % H, c = (v - r) / H;
-      const int64_t j0 = std::max<int64_t>(0, (1 - c) / 2), j1 = std::min<int64_t>(cols, (W - c + 1) / 2);
-      if (j1 > j0) pair_rows.push_back({((v + ph) % sh) * plen + (v + ph) / sh * PC + j0, r * W + c + 2 * j0, j1 - j0});
-    }
+    plan_copies(H, W);
     for (int64_t k = 0; k < s[13]; ++k) {
       const int64_t* v = s.data() + 14 + 7 * k;
       const int64_t dt = v[0] + pt, dy = v[1] + ph, dx = v[2] + pw;
@@ -156,6 +159,37 @@ struct Branch {
     if (runs.size() * 4 > grid_of.size()) runs.clear();  // mostly single positions: an index loop is faster
     else grid_of.clear();
   }
+  void plan_copies(int64_t H, int64_t W) {
+    frame_copy = read != kColumnPairs && sh == 1 && sw == 1 && pw == 0 && cols == PC;
+    if (frame_copy) return;
+    if (read == kColumnPairs) {
+      copy_stride = 2;
+      for (int64_t v = -ph; v < rows + ph; ++v) {  // row v of V: frame row r, columns 2 j + c
+        const int64_t r = (v % H + H) % H, c = (v - r) / H;
+        const int64_t j0 = std::max<int64_t>(0, (1 - c) / 2), j1 = std::min<int64_t>(cols, (W - c + 1) / 2);
+        if (j1 > j0) copies.push_back({((v + ph) % sh) * plen + (v + ph) / sh * PC + j0, r * W + c + 2 * j0, j1 - j0});
+      }
+    } else {
+      copy_stride = sw;
+      for (int64_t a = 0; a < sh; ++a) for (int64_t c = 0; c < sw; ++c) {
+        // the phase columns [j0, j1) that hold input columns (j * sw + c - pw in [0, cols))
+        const int64_t j0 = std::max<int64_t>(0, (pw - c + sw - 1) / sw), last = cols - 1 - c + pw;
+        const int64_t j1 = last < 0 ? 0 : std::min<int64_t>(PC, last / sw + 1);
+        for (int64_t i = 0; i < PR && j1 > j0; ++i) {
+          const int64_t r = i * sh + a - ph;
+          if (r >= 0 && r < rows)
+            copies.push_back({(a * sw + c) * plen + pt * F + i * PC + j0, r * cols + j0 * sw + c - pw, j1 - j0});
+        }
+      }
+    }
+    int64_t n = 0;
+    for (const auto& r : copies) n += r.n;
+    if (n >= kShortRow * static_cast<int64_t>(copies.size())) return;
+    for (const auto& r : copies) for (int64_t j = 0; j < r.n; ++j) {
+      table_dst.push_back(static_cast<int32_t>(r.dst + j));
+      table_src.push_back(static_cast<int32_t>(r.src + j * copy_stride));
+    }
+  }
   // The mask (index into masks) of an edge tap: ones on the grid positions of output rows [r0, r1) but column skip,
   // zeros elsewhere (the margin included)
   size_t mask_of(int64_t r0, int64_t r1, int64_t skip) {
@@ -177,43 +211,30 @@ struct Branch {
   int64_t output_span(int64_t T) const { return (T - 1) * F + out_rows * PC; }
 };
 
-// The phase columns [j0, j1) of phase column offset c that hold input columns (j * sw + c - pw in [0, cols)).
-inline std::pair<int64_t, int64_t> phase_columns(const Branch& b, int64_t c) {
-  const int64_t j0 = std::max<int64_t>(0, (b.pw - c + b.sw - 1) / b.sw);
-  const int64_t last = b.cols - 1 - c + b.pw;  // the last input column's position, times sw
-  const int64_t j1 = last < 0 ? 0 : std::min<int64_t>(b.PC, last / b.sw + 1);
-  return {j0, std::max(j0, j1)};
-}
-
-// Row copies between a frame row and a phase row, the stride a constant where it is 1, 2 or 4 (so they vectorize)
+// A row copy between the frame (every sw-th element) and a phase row (contiguous), the stride a constant where it is
+// 1, 2 or 4 (so they vectorize)
 template <int64_t kStride, bool kAdd>
-inline void strided_row(float* __restrict row, float* __restrict phase_row, int64_t j0, int64_t j1, int64_t shift,
-                        int64_t stride) {
+inline void strided_row(float* __restrict row, float* __restrict phase_row, int64_t n, int64_t stride) {
   const int64_t sw = kStride > 0 ? kStride : stride;
-  for (int64_t j = j0; j < j1; ++j) {
-    if (kAdd) row[j * sw + shift] += phase_row[j];
-    else phase_row[j] = row[j * sw + shift];
+  for (int64_t j = 0; j < n; ++j) {
+    if (kAdd) row[j * sw] += phase_row[j];
+    else phase_row[j] = row[j * sw];
   }
 }
 
 template <bool kAdd>
-inline void row_copy(float* row, float* phase_row, int64_t j0, int64_t j1, int64_t shift, int64_t sw) {
-  if (sw == 1) strided_row<1, kAdd>(row, phase_row, j0, j1, shift, sw);
-  else if (sw == 2) strided_row<2, kAdd>(row, phase_row, j0, j1, shift, sw);
-  else if (sw == 4) strided_row<4, kAdd>(row, phase_row, j0, j1, shift, sw);
-  else strided_row<0, kAdd>(row, phase_row, j0, j1, shift, sw);
+inline void row_copy(float* row, float* phase_row, int64_t n, int64_t sw) {
+  if (sw == 1) strided_row<1, kAdd>(row, phase_row, n, sw);
+  else if (sw == 2) strided_row<2, kAdd>(row, phase_row, n, sw);
+  else if (sw == 4) strided_row<4, kAdd>(row, phase_row, n, sw);
+  else strided_row<0, kAdd>(row, phase_row, n, sw);
 }
 
 // kAdd false: src (T frames of rows x cols, contiguous) -> the phases' unpadded part (their padding stays zero);
 // kAdd true: the frames += the phases' unpadded part
 template <bool kAdd>
 void phase_copy(float* frames, float* P, const Branch& b, int64_t T) {
-  if (b.read == kColumnPairs) {
-    for (int64_t t = 0; t < T; ++t) for (const auto& r : b.pair_rows)
-      row_copy<kAdd>(frames + t * b.frame_len + r.src, P + r.phase + t * b.F, 0, r.n, 0, 2);
-    return;
-  }
-  if (b.sh == 1 && b.sw == 1 && b.pw == 0 && b.cols == b.PC) {  // rows contiguous on both sides: a frame at a time
+  if (b.frame_copy) {
     const int64_t n = b.rows * b.cols;
     for (int64_t t = 0; t < T; ++t) {
       float* __restrict frame = frames + t * n;
@@ -223,17 +244,17 @@ void phase_copy(float* frames, float* P, const Branch& b, int64_t T) {
     }
     return;
   }
-  for (int64_t a = 0; a < b.sh; ++a) for (int64_t c = 0; c < b.sw; ++c) {
-    float* phase = P + (a * b.sw + c) * b.plen;
-    const auto [j0, j1] = phase_columns(b, c);
-    for (int64_t t = 0; t < T; ++t) for (int64_t i = 0; i < b.PR; ++i) {
-      const int64_t r = i * b.sh + a - b.ph;
-      if (r < 0 || r >= b.rows) continue;
-      float* row = frames + (t * b.rows + r) * b.cols;
-      float* phase_row = phase + (t + b.pt) * b.F + i * b.PC;
-      if (b.sw == 1 && !kAdd) std::memcpy(phase_row + b.pw, row, b.cols * sizeof(float));
-      else row_copy<kAdd>(row, phase_row, j0, j1, c - b.pw, b.sw);
+  const int64_t n = b.table_dst.size();
+  const int32_t* __restrict dst = b.table_dst.data();
+  const int32_t* __restrict src = b.table_src.data();
+  for (int64_t t = 0; t < T; ++t) {
+    float* frame = frames + t * b.frame_len;
+    float* phase = P + t * b.F;
+    for (int64_t i = 0; i < n; ++i) {  // (column pairs: a halo element twice, so no vectorized add)
+      if (kAdd) frame[src[i]] += phase[dst[i]];
+      else phase[dst[i]] = frame[src[i]];
     }
+    if (n == 0) for (const auto& r : b.copies) row_copy<kAdd>(frame + r.src, phase + r.dst, r.n, b.copy_stride);
   }
 }
 
