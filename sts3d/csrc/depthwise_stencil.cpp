@@ -69,6 +69,10 @@ struct Branch {
   struct RowCopy { int64_t dst, src, n; };
   std::vector<RowCopy> copies;
   int64_t copy_stride = 1;
+  // copy_stride (2 or 4) row copies that read consecutive elements, src[copy_stride * j + k] <-> dst[k][j]: split
+  // (and joined back) by vector shuffles, as a strided copy into one phase row cannot be (the add least of all)
+  struct SplitCopy { int64_t src, n, dst[4]; };
+  std::vector<SplitCopy> splits;
   bool frame_copy = false;                // rows contiguous on both sides: a frame at a time instead
   std::vector<int32_t> table_dst, table_src;
   int64_t out_rows, out_cols;           // its valid output grid
@@ -182,6 +186,26 @@ struct Branch {
         }
       }
     }
+    if (copy_stride == 2 || copy_stride == 4) {  // the copies of a split: sources s, s + 1, ..., the same length
+      std::map<int64_t, size_t> at_src;
+      for (size_t i = 0; i < copies.size(); ++i) at_src.emplace(copies[i].src, i);
+      std::vector<bool> used(copies.size(), false);
+      std::vector<RowCopy> rest;
+      for (size_t i = 0; i < copies.size(); ++i) {
+        SplitCopy split{copies[i].src, copies[i].n, {}};
+        bool whole = !used[i];
+        for (int64_t k = 0; k < copy_stride && whole; ++k) {
+          const auto found = at_src.find(split.src + k);
+          whole = found != at_src.end() && !used[found->second] && copies[found->second].n == split.n;
+          if (whole) split.dst[k] = copies[found->second].dst;
+        }
+        if (!whole) continue;
+        for (int64_t k = 0; k < copy_stride; ++k) used[at_src[split.src + k]] = true;
+        splits.push_back(split);
+      }
+      for (size_t i = 0; i < copies.size(); ++i) if (!used[i]) rest.push_back(copies[i]);
+      copies = std::move(rest);
+    }
     int64_t n = 0;
     for (const auto& r : copies) n += r.n;
     if (n >= kShortRow * static_cast<int64_t>(copies.size())) return;
@@ -230,6 +254,82 @@ inline void row_copy(float* row, float* phase_row, int64_t n, int64_t sw) {
   else strided_row<0, kAdd>(row, phase_row, n, sw);
 }
 
+// Vectors of L floats and the shuffles of a split: the even and odd elements of a pair of vectors, and back
+typedef float vf8 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float vf4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef int32_t vi16 __attribute__((vector_size(64)));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef int32_t vi4 __attribute__((vector_size(16)));
+template <int L> struct LaneTypes;
+template <> struct LaneTypes<16> { typedef vf v; typedef vi16 index; };
+template <> struct LaneTypes<8> { typedef vf8 v; typedef vi8 index; };
+template <> struct LaneTypes<4> { typedef vf4 v; typedef vi4 index; };
+
+template <int L> struct Lanes {
+  typedef typename LaneTypes<L>::v v;
+  typedef typename LaneTypes<L>::index index;
+  static v load(const float* p) { return *reinterpret_cast<const v*>(p); }
+  static void store(float* p, v x) { *reinterpret_cast<v*>(p) = x; }
+  static index mask(int32_t first, int32_t step, bool zip) {  // zip: first, first + L, first + 1, first + 1 + L...
+    index m;
+    for (int32_t i = 0; i < L; ++i) m[i] = zip ? first + i / 2 + (i % 2) * L : first + step * i;
+    return m;
+  }
+  static void unzip(v a, v b, v& even, v& odd) {
+    even = __builtin_shuffle(a, b, mask(0, 2, false));
+    odd = __builtin_shuffle(a, b, mask(1, 2, false));
+  }
+  static void zip(v even, v odd, v& a, v& b) {
+    a = __builtin_shuffle(even, odd, mask(0, 0, true));
+    b = __builtin_shuffle(even, odd, mask(L / 2, 0, true));
+  }
+};
+
+// Outputs j in [j, j + L) of a split of K (2 or 4): row[K j + k] -> dst[k][j], or with kAdd row[K j + k] += dst[k][j]
+template <int L, int K, bool kAdd>
+inline void split_step(float* row, float* const* dst, int64_t j) {
+  using V = Lanes<L>;
+  typename V::v x[K], y[K];
+  float* r = row + K * j;
+  if (!kAdd) {
+    for (int k = 0; k < K; ++k) x[k] = V::load(r + k * L);
+    if (K == 2) {
+      V::unzip(x[0], x[1], y[0], y[1]);
+    } else {  // (0, 2, 4...) and (1, 3, 5...) of each half, then those split again: 0 mod 4, 2 mod 4, 1 mod 4, 3 mod 4
+      typename V::v e0, o0, e1, o1;
+      V::unzip(x[0], x[1], e0, o0);
+      V::unzip(x[2], x[3], e1, o1);
+      V::unzip(e0, e1, y[0], y[2]);
+      V::unzip(o0, o1, y[1], y[3]);
+    }
+    for (int k = 0; k < K; ++k) V::store(dst[k] + j, y[k]);
+  } else {
+    for (int k = 0; k < K; ++k) y[k] = V::load(dst[k] + j);
+    if (K == 2) {
+      V::zip(y[0], y[1], x[0], x[1]);
+    } else {
+      typename V::v e0, o0, e1, o1;
+      V::zip(y[0], y[2], e0, e1);
+      V::zip(y[1], y[3], o0, o1);
+      V::zip(e0, o0, x[0], x[1]);
+      V::zip(e1, o1, x[2], x[3]);
+    }
+    for (int k = 0; k < K; ++k) V::store(r + k * L, V::load(r + k * L) + x[k]);
+  }
+}
+
+template <int K, bool kAdd>
+void split_copy(float* row, float* const* dst, int64_t n) {
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) split_step<16, K, kAdd>(row, dst, j);
+  if (j + 8 <= n) { split_step<8, K, kAdd>(row, dst, j); j += 8; }
+  if (j + 4 <= n) { split_step<4, K, kAdd>(row, dst, j); j += 4; }
+  for (; j < n; ++j) for (int k = 0; k < K; ++k) {
+    if (kAdd) row[K * j + k] += dst[k][j];
+    else dst[k][j] = row[K * j + k];
+  }
+}
+
 // kAdd false: src (T frames of rows x cols, contiguous) -> the phases' unpadded part (their padding stays zero);
 // kAdd true: the frames += the phases' unpadded part
 template <bool kAdd>
@@ -250,6 +350,11 @@ void phase_copy(float* frames, float* P, const Branch& b, int64_t T) {
   for (int64_t t = 0; t < T; ++t) {
     float* frame = frames + t * b.frame_len;
     float* phase = P + t * b.F;
+    for (const auto& c : b.splits) {
+      float* to[4] = {phase + c.dst[0], phase + c.dst[1], phase + c.dst[2], phase + c.dst[3]};
+      if (b.copy_stride == 2) split_copy<2, kAdd>(frame + c.src, to, c.n);
+      else split_copy<4, kAdd>(frame + c.src, to, c.n);
+    }
     for (int64_t i = 0; i < n; ++i) {  // (column pairs: a halo element twice, so no vectorized add)
       if (kAdd) frame[src[i]] += phase[dst[i]];
       else phase[dst[i]] = frame[src[i]];
