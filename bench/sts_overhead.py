@@ -6,7 +6,9 @@ rounds; each round times the plain model, the STS model (faithful), the STS mode
 is the mean over its instances of their median times. Prints those and the ratios. Target: every STS ratio <= 1.03.
 The control's ratio to the plain model is the method's own error: two instances of the same model differ by a few
 percent on this CPU, as much as the target's margin; more instances shrink that. All use the same
-``--depthwise-impl`` (default ``auto``, the models' default; ``conv3d`` for the stock depthwise conv).
+``--depthwise-impl`` (default ``auto``, the models' default; ``conv3d`` for the stock depthwise conv). The last
+columns are the median minor page faults per step (thousands) of each variant: blocks above glibc's ``mmap``
+threshold are mapped and faulted in afresh at every step, a cost that follows the size of the temporaries.
 
     python bench/sts_overhead.py [--rounds 7] [--threads 2] [--models csn50_ir x3d_s ...] [--device cpu|cuda]
                                  [--depthwise-impl auto|frames|conv3d] [--instances 2]
@@ -14,6 +16,7 @@ percent on this CPU, as much as the target's margin; more instances shrink that.
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import time
 
@@ -33,14 +36,16 @@ def step(model: torch.nn.Module, x: torch.Tensor) -> None:
     loss.backward()
 
 
-def timed(model: torch.nn.Module, x: torch.Tensor, device: str) -> float:
+def timed(model: torch.nn.Module, x: torch.Tensor, device: str) -> tuple[float, int]:
+    """Seconds and minor page faults of one step."""
     if device == "cuda":
         torch.cuda.synchronize()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     step(model, x)
     if device == "cuda":
         torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
 
 
 def main() -> None:
@@ -62,7 +67,7 @@ def main() -> None:
     print(f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
           f"instances={args.instances} depthwise_impl={args.depthwise_impl} torch={torch.__version__}")
     print(f"{'backbone':<18}{'plain s':>10}{'faithful s':>12}{'aligned s':>11}{'faithful/plain':>16}"
-          f"{'aligned/plain':>15}{'control/plain':>15}")
+          f"{'aligned/plain':>15}{'control/plain':>15}  faults/step (k): plain faithful aligned")
     worst = 0.0
     for name in args.models:
         # instances interleaved (plain, faithful, aligned, control, plain, ...): each variant's time is the mean of
@@ -75,16 +80,22 @@ def main() -> None:
         for _, m in models:  # warm-up: allocator, kernels' first-call costs
             step(m, x)
         times = [[] for _ in models]
+        faults = [[] for _ in models]
         for r in range(args.rounds):
             for i in [(r + j) % len(models) for j in range(len(models))]:
                 models[i][1].zero_grad(set_to_none=True)
-                times[i].append(timed(models[i][1], x, args.device))
+                seconds, count = timed(models[i][1], x, args.device)
+                times[i].append(seconds)
+                faults[i].append(count)
         med = {k: statistics.mean(statistics.median(t) for (kind, _), t in zip(models, times) if kind == k)
                for k in variants}
+        kfaults = {k: statistics.median(n for (kind, _), f in zip(models, faults) if kind == k for n in f) / 1e3
+                   for k in variants}
         ratios = (med["faithful"] / med["plain"], med["aligned"] / med["plain"])
         worst = max(worst, *ratios)
         print(f"{name:<18}{med['plain']:>10.3f}{med['faithful']:>12.3f}{med['aligned']:>11.3f}"
-              f"{ratios[0]:>16.3f}{ratios[1]:>15.3f}{med['control'] / med['plain']:>15.3f}", flush=True)
+              f"{ratios[0]:>16.3f}{ratios[1]:>15.3f}{med['control'] / med['plain']:>15.3f}"
+              f"{kfaults['plain']:>24.1f}{kfaults['faithful']:>9.1f}{kfaults['aligned']:>8.1f}", flush=True)
     print(f"worst ratio {worst:.3f} (target <= 1.03): {'met' if worst <= 1.03 else 'MISSED'}")
 
 
