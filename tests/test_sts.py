@@ -209,6 +209,38 @@ def test_temporal_pointwise_routes_agree(mode, cin, cout, size, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", MODES)
+def test_temporal_products_one_sample_at_a_time_agree(mode, monkeypatch):
+    """Batches whose tap block would exceed glibc's mmap threshold run the products one sample at a time: the same
+    outputs and gradients as the batched products, exact gradients, and under bf16 autocast bf16 products with
+    float32 gradients."""
+    torch.manual_seed(11)
+    conv = temporal(cin=5, cout=12, mode=mode).double()
+    x = torch.randn(3, 5, 4, 3, 6, dtype=torch.float64)
+    g = torch.randn(3, 12, 4, 3, 6, dtype=torch.float64)
+    monkeypatch.setattr(sts_module, "_pointwise_as_products", lambda x: True)
+    results = []
+    for threshold in (2 ** 62, 0):  # batched, then one sample at a time
+        monkeypatch.setattr(sts_module, "_MMAP_THRESHOLD_MAX", threshold)
+        xs = x.clone().requires_grad_()
+        conv.weight.grad = None
+        out = conv(xs)
+        out.backward(g)
+        results.append((out, xs.grad, conv.weight.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+    weight = conv.weight.detach().clone().requires_grad_()
+    run = lambda inp, w: torch.func.functional_call(conv, {"weight": w}, (inp,))  # noqa: E731
+    assert torch.autograd.gradcheck(run, (x[:2].clone().requires_grad_(), weight))
+    conv = conv.float()
+    xf = x.float().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(xf)
+    out.float().backward(g.float())
+    assert out.dtype == torch.bfloat16 and xf.grad.dtype == conv.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(out.float(), results[0][0].float(), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("mode", MODES)
 def test_temporal_weight_is_tap_major_and_any_layout_gives_the_same_result(mode):
     """The 3x1x1 form's weight is stored tap by tap, so its pointwise weight is a view and its gradient arrives in
     the parameter's layout without a copy; a standard-layout weight (a user's, a loaded tensor) computes the same."""

@@ -403,6 +403,66 @@ class _PointwiseGemm(torch.autograd.Function):
         return grad_x, grad_w
 
 
+# The largest block glibc hands out from its heap; larger ones are mapped and faulted in afresh at every allocation
+_MMAP_THRESHOLD_MAX = 32 * 2**20
+
+
+class _TapsPerSample(torch.autograd.Function):
+    """``_TemporalTapSum(_PointwiseGemm(x, weight))`` one sample at a time, for batches whose ``3 C_out`` tap block
+    would exceed glibc's largest ``mmap`` threshold: a block that size is mapped and faulted in afresh at every step
+    (R(2+1)D-34's stem at 8x128x128, batch 2: 50 MB, 2 % of its STS step), while a sample's block is reused from
+    the heap. Same products (``3 C_out`` rows each, so the same matrix shapes per sample) and the same sums in the
+    same order. x ``(N, C_in, L)``, ``L = T * H * W`` (``frame``: ``(T, H, W)``); weight ``(3 C_out, C_in)``;
+    returns ``(N, C_out, L)``."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, axes: tuple, frame: tuple) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.axes, ctx.frame = axes, frame
+        n, c = x.shape[0], weight.shape[0] // 3
+        out = None
+        for i in range(n):
+            taps = torch.mm(weight, x[i]).view(1, 3 * c, *frame)
+            if out is None:
+                out = taps.new_empty(n, c, x.shape[2])
+            sample = out[i].view(1, c, *frame)
+            sample.copy_(taps[:, c:2 * c])
+            for start, end, axis in axes:
+                _shift(sample[:, start:end], taps[:, start:end], -1, axis, accumulate=True)
+                _shift(sample[:, start:end], taps[:, 2 * c + start:2 * c + end], +1, axis, accumulate=True)
+        return out
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad = grad.contiguous()
+        n, c = grad.shape[:2]
+        in_place = not torch.is_autocast_enabled("cpu")  # under autocast out= would skip its casts
+        grad_x = x.new_empty(x.shape) if need_x and in_place else None
+        grad_w = None
+        for i in range(n):
+            taps = grad.new_empty(1, 3 * c, *ctx.frame)  # every element is written below
+            g = grad[i].view(1, c, *ctx.frame)
+            taps[:, c:2 * c] = g
+            for start, end, axis in ctx.axes:  # the transpose of a shift by -1 is a shift by +1
+                _shift(taps[:, start:end], g[:, start:end], +1, axis, accumulate=False)
+                _shift(taps[:, 2 * c + start:2 * c + end], g[:, start:end], -1, axis, accumulate=False)
+            taps = taps.view(3 * c, -1)
+            if need_x and in_place:
+                torch.mm(weight.t(), taps, out=grad_x[i])
+            elif need_x:
+                sample = torch.mm(weight.t(), taps)
+                grad_x = sample.new_empty(n, *sample.shape) if grad_x is None else grad_x
+                grad_x[i] = sample
+            if need_w:
+                sample_w = torch.mm(taps, x[i].t())
+                grad_w = sample_w if grad_w is None else grad_w + sample_w
+        return grad_x, grad_w, None, None
+
+
 def _tap_major(weight: torch.Tensor) -> torch.Tensor:
     """A copy of a ``(C_out, C_in, 3, 1, 1)`` weight, same shape and values, laid out in memory as ``(3, C_out, C_in)``.
 
@@ -513,6 +573,9 @@ class STSConv3d(nn.Conv3d):
         pointwise = self.weight.permute(2, 0, 1, 3, 4).reshape(3 * c, self.in_channels, 1, 1, 1)
         n, _, t, h, w = x.shape
         if _pointwise_as_products(x):
-            taps = _PointwiseGemm.apply(x.view(n, self.in_channels, -1), pointwise.view(3 * c, -1))
+            flat, taps_weight = x.view(n, self.in_channels, -1), pointwise.view(3 * c, -1)
+            if n > 1 and n * 3 * c * flat.shape[2] * x.element_size() > _MMAP_THRESHOLD_MAX:
+                return _TapsPerSample.apply(flat, taps_weight, axes, (t, h, w)).view(n, c, t, h, w)
+            taps = _PointwiseGemm.apply(flat, taps_weight)
             return _TemporalTapSum.apply(taps.view(n, 3 * c, t, h, w), axes)
         return _TemporalTapSum.apply(F.conv3d(x, pointwise), axes)
