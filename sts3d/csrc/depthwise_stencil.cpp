@@ -64,8 +64,8 @@ struct Branch {
   int64_t rows, cols;                   // the branch's input frame: (H, W), (W, H), a sequence (1, H * W), or V
   int64_t frame_len;                    // H * W
   // One frame's copy into the phases (frame t: dst + t * F <- src + t * frame_len), rows of n elements, every
-  // copy_stride-th of the frame; where those rows are short, the same element by element (a loop per row cost more
-  // than its copying on small maps, measured)
+  // copy_stride-th of the frame; where those rows are short, the same element by element instead (table_*: a loop
+  // per row cost more than its copying on small maps, measured)
   struct RowCopy { int64_t dst, src, n; };
   std::vector<RowCopy> copies;
   int64_t copy_stride = 1;
@@ -187,22 +187,28 @@ struct Branch {
       }
     }
     if (copy_stride == 2 || copy_stride == 4) {  // the copies of a split: sources s, s + 1, ..., the same length
-      std::map<int64_t, size_t> at_src;
-      for (size_t i = 0; i < copies.size(); ++i) at_src.emplace(copies[i].src, i);
+      std::map<int64_t, std::vector<size_t>> at_src;  // several copies may start at one element (column-pair halos)
+      for (size_t i = 0; i < copies.size(); ++i) at_src[copies[i].src].push_back(i);
       std::vector<bool> used(copies.size(), false);
-      std::vector<RowCopy> rest;
       for (size_t i = 0; i < copies.size(); ++i) {
-        SplitCopy split{copies[i].src, copies[i].n, {}};
-        bool whole = !used[i];
-        for (int64_t k = 0; k < copy_stride && whole; ++k) {
-          const auto found = at_src.find(split.src + k);
-          whole = found != at_src.end() && !used[found->second] && copies[found->second].n == split.n;
-          if (whole) split.dst[k] = copies[found->second].dst;
+        if (used[i]) continue;
+        std::vector<size_t> parts{i};
+        for (int64_t k = 1; k < copy_stride && static_cast<int64_t>(parts.size()) == k; ++k) {
+          const auto found = at_src.find(copies[i].src + k);
+          for (size_t j = 0; found != at_src.end() && j < found->second.size(); ++j) {
+            const size_t m = found->second[j];
+            if (!used[m] && copies[m].n == copies[i].n) { parts.push_back(m); break; }
+          }
         }
-        if (!whole) continue;
-        for (int64_t k = 0; k < copy_stride; ++k) used[at_src[split.src + k]] = true;
+        if (static_cast<int64_t>(parts.size()) < copy_stride) continue;
+        SplitCopy split{copies[i].src, copies[i].n, {}};
+        for (int64_t k = 0; k < copy_stride; ++k) {
+          split.dst[k] = copies[parts[k]].dst;
+          used[parts[k]] = true;
+        }
         splits.push_back(split);
       }
+      std::vector<RowCopy> rest;
       for (size_t i = 0; i < copies.size(); ++i) if (!used[i]) rest.push_back(copies[i]);
       copies = std::move(rest);
     }
@@ -213,6 +219,7 @@ struct Branch {
       table_dst.push_back(static_cast<int32_t>(r.dst + j));
       table_src.push_back(static_cast<int32_t>(r.src + j * copy_stride));
     }
+    copies.clear();  // the table holds them now
   }
   // The mask (index into masks) of an edge tap: ones on the grid positions of output rows [r0, r1) but column skip,
   // zeros elsewhere (the margin included)
@@ -359,7 +366,7 @@ void phase_copy(float* frames, float* P, const Branch& b, int64_t T) {
       if (kAdd) frame[src[i]] += phase[dst[i]];
       else phase[dst[i]] = frame[src[i]];
     }
-    if (n == 0) for (const auto& r : b.copies) row_copy<kAdd>(frame + r.src, phase + r.dst, r.n, b.copy_stride);
+    for (const auto& r : b.copies) row_copy<kAdd>(frame + r.src, phase + r.dst, r.n, b.copy_stride);
   }
 }
 
