@@ -343,23 +343,36 @@ class _TemporalTapSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, y: torch.Tensor, axes: tuple) -> torch.Tensor:
         ctx.axes = axes
-        c = y.shape[1] // 3
-        out = y[:, c:2 * c].clone()
-        for start, end, axis in axes:
-            _shift(out[:, start:end], y[:, start:end], -1, axis, accumulate=True)
-            _shift(out[:, start:end], y[:, 2 * c + start:2 * c + end], +1, axis, accumulate=True)
+        out = y.new_empty(y.shape[0], y.shape[1] // 3, *y.shape[2:])
+        _sum_taps(out, y, axes)
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         n, c = grad.shape[:2]
         grad = grad.contiguous()
-        grad_y = grad.new_empty(n, 3 * c, *grad.shape[2:])  # every element is written once below
-        grad_y[:, c:2 * c] = grad
-        for start, end, axis in ctx.axes:  # the transpose of a shift by -1 is a shift by +1
-            _shift(grad_y[:, start:end], grad[:, start:end], +1, axis, accumulate=False)
-            _shift(grad_y[:, 2 * c + start:2 * c + end], grad[:, start:end], -1, axis, accumulate=False)
+        grad_y = grad.new_empty(n, 3 * c, *grad.shape[2:])
+        _spread_taps(grad_y, grad, ctx.axes)
         return grad_y, None
+
+
+def _sum_taps(out: torch.Tensor, y: torch.Tensor, axes: tuple) -> None:
+    """``out`` ``(N, C, T, H, W)`` = ``_TemporalTapSum`` of ``y`` ``(N, 3 C, T, H, W)``."""
+    c = out.shape[1]
+    out.copy_(y[:, c:2 * c])
+    for start, end, axis in axes:
+        _shift(out[:, start:end], y[:, start:end], -1, axis, accumulate=True)
+        _shift(out[:, start:end], y[:, 2 * c + start:2 * c + end], +1, axis, accumulate=True)
+
+
+def _spread_taps(grad_y: torch.Tensor, grad: torch.Tensor, axes: tuple) -> None:
+    """``grad_y`` ``(N, 3 C, T, H, W)`` = the transpose of :func:`_sum_taps` applied to ``grad`` ``(N, C, T, H, W)``
+    (every element of ``grad_y`` is written)."""
+    c = grad.shape[1]
+    grad_y[:, c:2 * c] = grad
+    for start, end, axis in axes:  # the transpose of a shift by -1 is a shift by +1
+        _shift(grad_y[:, start:end], grad[:, start:end], +1, axis, accumulate=False)
+        _shift(grad_y[:, 2 * c + start:2 * c + end], grad[:, start:end], -1, axis, accumulate=False)
 
 
 def _pointwise_as_products(x: torch.Tensor) -> bool:
@@ -426,11 +439,7 @@ class _TapsPerSample(torch.autograd.Function):
             taps = torch.mm(weight, x[i]).view(1, 3 * c, *frame)
             if out is None:
                 out = taps.new_empty(n, c, x.shape[2])
-            sample = out[i].view(1, c, *frame)
-            sample.copy_(taps[:, c:2 * c])
-            for start, end, axis in axes:
-                _shift(sample[:, start:end], taps[:, start:end], -1, axis, accumulate=True)
-                _shift(sample[:, start:end], taps[:, 2 * c + start:2 * c + end], +1, axis, accumulate=True)
+            _sum_taps(out[i].view(1, c, *frame), taps, axes)
         return out
 
     @staticmethod
@@ -444,12 +453,8 @@ class _TapsPerSample(torch.autograd.Function):
         grad_x = x.new_empty(x.shape) if need_x and in_place else None
         grad_w = None
         for i in range(n):
-            taps = grad.new_empty(1, 3 * c, *ctx.frame)  # every element is written below
-            g = grad[i].view(1, c, *ctx.frame)
-            taps[:, c:2 * c] = g
-            for start, end, axis in ctx.axes:  # the transpose of a shift by -1 is a shift by +1
-                _shift(taps[:, start:end], g[:, start:end], +1, axis, accumulate=False)
-                _shift(taps[:, 2 * c + start:2 * c + end], g[:, start:end], -1, axis, accumulate=False)
+            taps = grad.new_empty(1, 3 * c, *ctx.frame)
+            _spread_taps(taps, grad[i].view(1, c, *ctx.frame), ctx.axes)
             taps = taps.view(3 * c, -1)
             if need_x and in_place:
                 torch.mm(weight.t(), taps, out=grad_x[i])
