@@ -1,8 +1,10 @@
 """CUDA depthwise kernels, layer by layer: the stock conv3d against the Triton kernels of
-:mod:`sts3d.models.cuda_stencil` at several tile sizes (outputs per program / warps; the module's default first),
-and the STS depthwise conv in both modes at the default tile, forward and forward + backward (input and weight
-gradients), with ``triton.testing.do_bench`` medians; the plain forms are checked against the stock conv first.
-For tuning the tile on a new GPU.
+:mod:`sts3d.models.cuda_stencil` at the module's tiles and at others (``stream*``: outputs per program / warps of the
+streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel instead;
+``wgrad*``: the weight-gradient kernel's block / warps), and the STS depthwise conv in both modes at the default
+tiles, forward and forward + backward (input and weight gradients), with ``triton.testing.do_bench`` medians; the
+plain forms are checked against the stock conv first. A second table splits the backward of the stock conv and of
+the default kernels into its input and weight gradients. For tuning the tiles on a new GPU.
 
     python bench/cuda_kernels.py [--batch 8] [--size 224] [--models csn50_ir x3d_s]
 """
@@ -18,7 +20,17 @@ from sts3d.models import cuda_stencil
 
 from depthwise import layer_shapes
 
-TILES = {"tile256w2": (256, 2), "tile512w4": (512, 4), "tile128w1": (128, 1), "tile1024w8": (1024, 8)}
+SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_TILE", "_WARPS", "_WGRAD_BLOCK", "_WGRAD_WARPS")
+DEFAULT = {k: getattr(cuda_stencil, k) for k in SETTINGS}
+TILES = {  # the default, then variants: streaming tile, per-frame kernel (no streaming), weight-gradient block
+    "stencil": {}, "stream64w2": dict(_STREAM_TILE=64, _STREAM_WARPS=2), "stream256w4": dict(_STREAM_TILE=256,
+    _STREAM_WARPS=4), "per_frame": dict(_STREAM_TILE=0), "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2),
+    "wgrad64w4": dict(_WGRAD_BLOCK=64, _WGRAD_WARPS=4)}
+
+
+def set_tiles(**changes) -> None:
+    for key, value in {**DEFAULT, **changes}.items():
+        setattr(cuda_stencil, key, value)
 
 
 def forms(s: int) -> dict:
@@ -27,21 +39,21 @@ def forms(s: int) -> dict:
         out = F.conv3d(x, w, stride=(1, s, s), padding=1, groups=x.shape[1])
         return out if g is None else torch.autograd.grad(out, (x, w), g)
 
-    def stencil(tile, warps):
+    def stencil(tiles):
         def run(x, w, g):
-            cuda_stencil._TILE, cuda_stencil._WARPS = tile, warps
+            set_tiles(**tiles)
             out = cuda_stencil.depthwise_cuda(x, w, None, s)
             return out if g is None else torch.autograd.grad(out, (x, w), g)
         return run
 
     def sts(faithful):
         def run(x, w, g):
-            cuda_stencil._TILE, cuda_stencil._WARPS = TILES["tile256w2"]
+            set_tiles()
             out = cuda_stencil.sts_depthwise_cuda(x, w, s, faithful)
             return out if g is None else torch.autograd.grad(out, (x, w), g)
         return run
 
-    return {"conv3d": stock, **{k: stencil(*v) for k, v in TILES.items()}, "sts_faithful": sts(True),
+    return {"conv3d": stock, **{k: stencil(v) for k, v in TILES.items()}, "sts_faithful": sts(True),
             "sts_aligned": sts(False)}
 
 
@@ -63,8 +75,10 @@ def main() -> None:
         for shape, count in layer_shapes(name, (args.batch, 3, args.frames, args.size, args.size)).items():
             shapes[shape] = shapes.get(shape, 0) + count
     names = list(forms(1))
-    print(f"{'C x T x H x W':<20}{'s':>3}{'n':>4}" + "".join(f"{k:>18}" for k in names) + f"{'stock/best':>12}")
+    print(f"{'C x T x H x W':<20}{'s':>3}{'n':>4}" + "".join(f"{k:>18}" for k in names)
+          + f"{'stock/stencil':>14}{'stock/best':>12}")
     totals = dict.fromkeys(names, 0.0)
+    splits = []
     for (c, t, h, w, s), count in shapes.items():
         x = torch.randn(args.batch, c, t, h, w, device="cuda", requires_grad=True)
         weight = torch.randn(c, 1, 3, 3, 3, device="cuda", requires_grad=True)
@@ -72,27 +86,41 @@ def main() -> None:
         ref_out = runs["conv3d"](x, weight, None)
         grad = torch.randn_like(ref_out)
         ref_grads = runs["conv3d"](x, weight, grad)
-        cells = []
+        cells = {}
         for key, run in runs.items():
             try:
                 out, grads = run(x, weight, None), run(x, weight, grad)
             except Exception as error:  # a kernel that does not build here: say so, time the others
                 print(f"{key}: {type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}", flush=True)
-                cells.append(f"{'FAILED':>18}")
+                cells[key] = "FAILED"
                 continue
             error = max(((a - b).norm() / b.norm()).item() for a, b in zip((out, *grads), (ref_out, *ref_grads)))
             if error > 1e-4 and not key.startswith("sts"):
-                cells.append(f"{'WRONG %.0e' % error:>18}")
+                cells[key] = "WRONG %.0e" % error
                 continue
-            fwd = triton.testing.do_bench(lambda: run(x, weight, None), return_mode="median")
-            both = triton.testing.do_bench(lambda: run(x, weight, grad), return_mode="median")
+            fwd = triton.testing.do_bench(lambda: run(x, weight, None), warmup=10, rep=40, return_mode="median")
+            both = triton.testing.do_bench(lambda: run(x, weight, grad), warmup=10, rep=40, return_mode="median")
             totals[key] += both * count
-            cells.append(f"{fwd:>8.3f} /{both:>7.3f}")
-        best = min((float(c.split("/")[1]) for c in cells[1:-2] if "/" in c), default=float("nan"))
-        stock = float(cells[0].split("/")[1])
-        print(f"{f'{c} x {t} x {h} x {w}':<20}{s:>3}{count:>4}" + "".join(f"{c:>18}" for c in cells)
-              + f"{stock / best:>11.2f}x", flush=True)
+            cells[key] = (fwd, both)
+        plain = [v[1] for k, v in cells.items() if k != "conv3d" and not k.startswith("sts") and isinstance(v, tuple)]
+        stock = cells["conv3d"][1]
+        ratio = stock / cells["stencil"][1] if isinstance(cells["stencil"], tuple) else float("nan")
+        print(f"{f'{c} x {t} x {h} x {w}':<20}{s:>3}{count:>4}"
+              + "".join(f"{v[0]:>8.3f} /{v[1]:>7.3f}" if isinstance(v, tuple) else f"{v:>18}" for v in cells.values())
+              + f"{ratio:>13.2f}x{stock / min(plain, default=float('nan')):>11.2f}x", flush=True)
+        split = [f"{c} x {t} x {h} x {w} s{s}"]
+        set_tiles()
+        for key in ("conv3d", "stencil"):
+            for wrt in (x, weight):
+                split.append(triton.testing.do_bench(
+                    lambda: torch.autograd.grad(runs[key](x, weight, None), wrt, grad), warmup=10, rep=40,
+                    return_mode="median"))
+        splits.append(split)
     print("sum over layers (ms, x count): " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
+    print("\nthe backward split: forward + input gradient / forward + weight gradient, ms")
+    print(f"{'layer':<26}{'conv3d':>18}{'stencil':>18}")
+    for layer, *ms in splits:
+        print(f"{layer:<26}{ms[0]:>8.3f} /{ms[1]:>7.3f}{ms[2]:>10.3f} /{ms[3]:>7.3f}", flush=True)
 
 
 if __name__ == "__main__":

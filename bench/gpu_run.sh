@@ -45,17 +45,19 @@ part() {
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__)" \
     | tee -a "$out/gpu.txt"
-if ! part check 90 python3 bench/cuda_check.py; then
+part check 90 python3 bench/cuda_check.py
+checked=$?
+part kernels 150 python3 bench/cuda_kernels.py  # marks a kernel whose results are wrong, times the others
+if [ "$checked" -ne 0 ]; then
     echo "=== the Triton kernels failed their check: the benchmarks below run with them switched off"
     export STS3D_NO_EXTENSION=1
 fi
-part kernels 90 python3 bench/cuda_kernels.py
-part depthwise 60 python3 bench/depthwise.py --device cuda --batch 8 --size 224 --rounds 9 --skip-layers
-part sts 90 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7 --instances 1
+part depthwise 75 python3 bench/depthwise.py --device cuda --batch 8 --size 224 --rounds 9 --skip-layers
+part sts 100 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7 --instances 1
+part train_x3d 80 python3 bench/train_step.py --device cuda --models x3d_s --batch 32 --frames 13 --size 160 \
+    --rounds 3 --switches channels_last bf16
 part train_sf 70 python3 bench/train_step.py --device cuda --models slowfast50_8x8 --batch 16 --size 224 \
     --rounds 3 --switches channels_last bf16
-part train_x3d 150 python3 bench/train_step.py --device cuda --models x3d_s --batch 32 --frames 13 --size 160 \
-    --rounds 3
 part loader 60 python3 bench/loader_vs_model.py --device cuda --batch 16 --decoders decord --threads 8
 part multiview 40 python3 bench/multiview_test.py --device cuda
 echo "=== done at $((SECONDS - start))s"

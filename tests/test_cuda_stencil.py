@@ -23,6 +23,7 @@ PLAIN_CASES = {  # name: (T, H, W, stride, kernel)
     "1x1 map s2": (2, 1, 1, 2, (3, 3, 3)),
     "1x3x3 s2": (2, 6, 5, 2, (1, 3, 3)),
     "5x1x1": (4, 3, 4, 1, (5, 1, 1)),
+    "several tiles": (3, 12, 11, 1, (3, 3, 3)),  # the weight gradient's programs cover 64 outputs of a frame
 }
 STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differs where the lines fill the map
     "s1": (3, 7, 6, 1),
@@ -31,6 +32,7 @@ STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differ
     "s2 odd": (2, 9, 7, 2),
     "s2 tiny": (2, 2, 2, 2),
     "one frame": (1, 5, 9, 1),
+    "several tiles": (2, 12, 11, 1),
 }
 
 

@@ -41,6 +41,11 @@ except ImportError:  # CPU-only installs: the CUDA kernels are simply not offere
 PLAIN, FAITHFUL, ALIGNED = 0, 1, 2  # the operators' ``mode``
 # Tile of 256 outputs, 2 warps: the fastest of 256/2, 512/4 and 1024/8 on every CSN and X3D layer (H100)
 _TILE, _WARPS = 256, 2
+# The weight gradient's programs: BLOCK outputs of a frame (each with up to 32 taps in registers), over all frames
+_WGRAD_BLOCK, _WGRAD_WARPS = 64, 2
+# The streaming 3x3x3 kernel's tiles (outputs of a frame per program, warps)
+_STREAM_TILE, _STREAM_WARPS = 128, 2
+_KERNEL = ("KT", "KH", "KW")  # the streaming kernel's are 3x3x3
 
 
 @functools.lru_cache(maxsize=1)
@@ -169,44 +174,103 @@ if triton is not None:
                  mask=inside)
 
     @triton.jit(do_not_specialize=_SIZES)
+    def _stream_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, S: tl.constexpr,
+                       MODE: tl.constexpr, ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr,
+                       HAS_BIAS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+        """``3x3x3`` kernels, as :func:`_conv_kernel`, with one program per plane and ``BH x BW`` tile that runs
+        through the frames. Each source frame's 9 spatial taps are read once and feed the three output frames
+        they reach, whose partial sums travel with the loop: a third of the loads of a program per frame. The STS
+        static half (its taps all in frame ``t``) is summed frame by frame."""
+        plane = tl.program_id(0)
+        c = plane % C
+        if TRANSPOSED:
+            rows, cols, src_size = H, W, OH * OW
+        else:
+            rows, cols, src_size = OH, OW, H * W
+        oh = (tl.program_id(1) * BH + tl.arange(0, BH))[None, :, None]
+        ow = (tl.program_id(2) * BW + tl.arange(0, BW))[None, None, :]
+        inside = (oh < rows) & (ow < cols)
+        src = src_ptr + plane.to(tl.int64) * T * src_size
+        out = out_ptr + plane.to(tl.int64) * T * rows * cols + oh * cols + ow
+        weights = w_ptr + c * 27
+        bias = tl.load(bias_ptr + c).to(tl.float32) if HAS_BIAS else 0.0
+        if c >= SPLIT:
+            tap = tl.arange(0, 16)[:, None, None]  # spatial tap (y, x) = (tap // 3, tap % 3), 9 of 16 rows
+            at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, tap // 3 - 1, tap % 3 - 1, TRANSPOSED)
+            ok = ok & inside & (tap < 9)
+            # Temporal tap i: output t reads source frame t + i - 1; transposed, t - i + 1. So source frame f feeds
+            # output f + 1 through ``w_ahead``, f through ``w_here`` and f - 1 through ``w_behind``.
+            w_first = tl.load(weights + tap, mask=tap < 9, other=0.0).to(tl.float32)
+            w_here = tl.load(weights + 9 + tap, mask=tap < 9, other=0.0).to(tl.float32)
+            w_last = tl.load(weights + 18 + tap, mask=tap < 9, other=0.0).to(tl.float32)
+            w_ahead = w_last if TRANSPOSED else w_first
+            w_behind = w_first if TRANSPOSED else w_last
+            behind = tl.zeros([1, BH, BW], dtype=tl.float32)  # output f - 1, from the source frames before f
+            here = tl.zeros([1, BH, BW], dtype=tl.float32)  # output f, likewise
+            for f in range(T + 1):  # f == T reads padding and completes output T - 1
+                v = tl.load(src + f * src_size + at, mask=ok & (f < T), other=0.0).to(tl.float32)
+                if ONE_FRAME:
+                    done = behind
+                    behind = tl.sum(v * w_here, 0, keep_dims=True)
+                else:
+                    done = behind + tl.sum(v * w_behind, 0, keep_dims=True)
+                    behind = here + tl.sum(v * w_here, 0, keep_dims=True)
+                    here = tl.sum(v * w_ahead, 0, keep_dims=True)
+                tl.store(out + (f - 1) * rows * cols, (done + bias).to(out_ptr.dtype.element_ty),
+                         mask=inside & (f >= 1))
+        elif MODE != 0:
+            for t in range(T):
+                acc = tl.zeros([1, BH, BW], dtype=tl.float32)
+                for k in tl.static_range(27):
+                    at_k, ok_k = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED)
+                    v_k = tl.load(src + t * src_size + at_k, mask=inside & ok_k, other=0.0)
+                    acc += v_k.to(tl.float32) * tl.load(weights + k).to(tl.float32)
+                tl.store(out + t * rows * cols, (acc + bias).to(out_ptr.dtype.element_ty), mask=inside)
+
+    @triton.jit(do_not_specialize=_SIZES)
     def _weight_grad_kernel(x_ptr, grad_ptr, part_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
                             KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
-                            ONE_FRAME: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
-        """Per program (frame, output tile): ``part[.., k] = sum over the tile of grad * what tap k reads``."""
-        frame = tl.program_id(0)
-        t = frame % T
-        plane = frame // T
+                            TAPS: tl.constexpr, BLOCK: tl.constexpr):
+        """Per program (plane, ``BLOCK`` outputs of a frame) over all the plane's frames: ``part[.., k] = sum of
+        grad * what tap k reads``. Each frame gathers all the taps at once (rows of a ``TAPS x BLOCK`` block,
+        ``TAPS`` the next power of two of the kernel size); the products add up elementwise and reduce once per
+        program. (A reduction per frame and tap, 27 block-wide sums per frame tile, cost this pass 4x the
+        forward.)"""
+        plane = tl.program_id(0)
         c = plane % C
-        oh = tl.program_id(1) * BH + tl.arange(0, BH)[:, None]
-        ow = tl.program_id(2) * BW + tl.arange(0, BW)[None, :]
-        inside = (oh < OH) & (ow < OW)
-        grad = tl.load(grad_ptr + (frame.to(tl.int64) * OH + oh) * OW + ow, mask=inside, other=0.0).to(tl.float32)
+        p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)[None, :]
+        inside = p < OH * OW
+        oh = p // OW
+        ow = p % OW
+        # row: tap (i, y, x) = (tap // (KH KW), tap // KW % KH, tap % KW), in frame t + i - KT // 2
+        tap = tl.arange(0, TAPS)[:, None]
+        at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, tap // KW % KH - KH // 2, tap % KW - KW // 2, False)
+        dt = tap // (KH * KW) - KT // 2
+        if MODE != 0:
+            if c < SPLIT:  # STS static half: row k the static tap k, all in frame t
+                for k in tl.static_range(27):
+                    at_k, ok_k = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, False)
+                    at = tl.where(tap == k, at_k, at)
+                    ok = tl.where(tap == k, ok_k, ok)
+                dt = tap * 0
+        ok = ok & inside & (tap < KT * KH * KW)
         x = x_ptr + plane.to(tl.int64) * T * H * W
-        tile = (frame.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * tl.num_programs(2) + tl.program_id(2)
-        part = part_ptr + tile * KT * KH * KW
-        if c >= SPLIT:
-            for i in tl.static_range(KT):
-                ts = t + i - KT // 2
-                for y in tl.static_range(KH):
-                    for xk in tl.static_range(KW):
-                        if i == KT // 2 or not ONE_FRAME:
-                            at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, xk - KW // 2, False)
-                            v = tl.load(x + ts * H * W + at, mask=inside & ok & (ts >= 0) & (ts < T), other=0.0)
-                            total = tl.sum(tl.sum(v.to(tl.float32) * grad, 1), 0)
-                        else:
-                            total = 0.0
-                        tl.store(part + (i * KH + y) * KW + xk, total)
-        elif MODE != 0:
-            for k in tl.static_range(27):
-                at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, False)
-                v = tl.load(x + t * H * W + at, mask=inside & ok, other=0.0)
-                tl.store(part + k, tl.sum(tl.sum(v.to(tl.float32) * grad, 1), 0))
+        grad = grad_ptr + plane.to(tl.int64) * T * OH * OW + p
+        acc = tl.zeros([TAPS, BLOCK], dtype=tl.float32)
+        for t in range(T):
+            ts = t + dt
+            g = tl.load(grad + t * OH * OW, mask=inside, other=0.0).to(tl.float32)
+            v = tl.load(x + ts * H * W + at, mask=ok & (ts >= 0) & (ts < T), other=0.0)
+            acc += v.to(tl.float32) * g
+        part = part_ptr + (plane.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * KT * KH * KW
+        tl.store(part + tl.arange(0, TAPS), tl.sum(acc, 1), mask=tl.arange(0, TAPS) < KT * KH * KW)
 
 
-def _tiling(frames: int, rows: int, cols: int) -> tuple[tuple[int, int, int], int, int]:
-    """The launch grid (a program per frame and ``BH x BW`` tile of a ``rows x cols`` output) and ``BH``, ``BW``."""
+def _tiling(frames: int, rows: int, cols: int, tile: int) -> tuple[tuple[int, int, int], int, int]:
+    """The launch grid (a program per frame, or plane, and ``BH x BW`` tile of ``tile`` outputs of a ``rows x
+    cols`` frame) and ``BH``, ``BW``."""
     bw = min(64, triton.next_power_of_2(cols))
-    bh = max(1, min(triton.next_power_of_2(rows), _TILE // bw))
+    bh = max(1, min(triton.next_power_of_2(rows), tile // bw))
     return (frames, triton.cdiv(rows, bh), triton.cdiv(cols, bw)), bh, bw
 
 
@@ -222,9 +286,18 @@ def _layer(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> dic
 
 def _launch(src: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], sizes: dict,
             transposed: bool) -> torch.Tensor:
-    grid, bh, bw = _tiling(out.shape[0] * out.shape[1] * out.shape[2], *out.shape[3:])
-    _conv_kernel[grid](src, weight, bias if bias is not None else weight, out, **sizes, TRANSPOSED=transposed,
-                       HAS_BIAS=bias is not None, BH=bh, BW=bw, num_warps=_WARPS)
+    """The forward (``transposed=False``) or the input gradient into ``out``; ``3x3x3`` kernels stream through
+    the frames (unless ``_STREAM_TILE`` is 0, for comparison), other kernels take a program per frame."""
+    n, c, t = out.shape[:3]
+    bias_arg = bias if bias is not None else weight
+    if _STREAM_TILE and (sizes["KT"], sizes["KH"], sizes["KW"]) == (3, 3, 3):
+        grid, bh, bw = _tiling(n * c, *out.shape[3:], _STREAM_TILE)
+        _stream_kernel[grid](src, weight, bias_arg, out, **{k: v for k, v in sizes.items() if k not in _KERNEL},
+                             TRANSPOSED=transposed, HAS_BIAS=bias is not None, BH=bh, BW=bw, num_warps=_STREAM_WARPS)
+    else:
+        grid, bh, bw = _tiling(n * c * t, *out.shape[3:], _TILE)
+        _conv_kernel[grid](src, weight, bias_arg, out, **sizes, TRANSPOSED=transposed, HAS_BIAS=bias is not None,
+                           BH=bh, BW=bw, num_warps=_WARPS)
     return out
 
 
@@ -252,10 +325,13 @@ def _backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride:
     grad_x = _launch(grad, torch.empty_like(x), weight, None, sizes, transposed=True) if need_x else x.new_empty(0)
     grad_w = weight.new_empty(0)
     if need_w:
-        n, c, t = x.shape[:3]
-        grid, bh, bw = _tiling(n * c * t, sizes["OH"], sizes["OW"])
-        part = torch.empty(n, c, t * grid[1] * grid[2], weight[0].numel(), dtype=torch.float32, device=x.device)
-        _weight_grad_kernel[grid](x, grad, part, **sizes, BH=bh, BW=bw, num_warps=_WARPS)
+        n, c = x.shape[:2]
+        taps = weight[0].numel()
+        block = min(_WGRAD_BLOCK, triton.next_power_of_2(sizes["OH"] * sizes["OW"]))
+        tiles = triton.cdiv(sizes["OH"] * sizes["OW"], block)
+        part = torch.empty(n, c, tiles, taps, dtype=torch.float32, device=x.device)
+        _weight_grad_kernel[(n * c, tiles)](x, grad, part, **{k: v for k, v in sizes.items() if k != "ONE_FRAME"},
+                                             TAPS=triton.next_power_of_2(taps), BLOCK=block, num_warps=_WGRAD_WARPS)
         grad_w = part.sum((0, 2)).view_as(weight).to(weight.dtype)
     return grad_x, grad_w
 
