@@ -1,10 +1,11 @@
 """CUDA depthwise kernels, layer by layer: the stock conv3d against the Triton kernels of
-:mod:`sts3d.models.cuda_stencil` at the module's tiles and at others (``stream*``: outputs per program / warps of the
-streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel instead;
-``wgrad*``: the weight-gradient kernel's block / warps), and the STS depthwise conv in both modes at the default
-tiles, forward and forward + backward (input and weight gradients), with ``triton.testing.do_bench`` medians; the
-plain forms are checked against the stock conv first. A second table splits the backward of the stock conv and of
-the default kernels into its input and weight gradients. For tuning the tiles on a new GPU.
+:mod:`sts3d.models.cuda_stencil` at the module's settings and at others (``stream*``: outputs per program / warps of
+the streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel at every
+stride, ``stream_all``: by the streaming one; ``wgrad*``: the weight-gradient kernel's block / warps), and the STS
+depthwise conv in both modes at the defaults. Per form: ms forward / forward + backward (input and weight
+gradients), ``triton.testing.do_bench`` wall-clock medians, which include the launch overhead, / forward + backward
+GPU time (the kernels' sum, from the profiler). The plain forms are checked against the stock conv first. A second
+table gives each kernel's GPU time for the stock conv and the default kernels. For tuning on a new GPU.
 
     python bench/cuda_kernels.py [--batch 8] [--size 224] [--models csn50_ir x3d_s]
 """
@@ -20,12 +21,12 @@ from sts3d.models import cuda_stencil
 
 from depthwise import layer_shapes
 
-SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_TILE", "_WARPS", "_WGRAD_BLOCK", "_WGRAD_WARPS")
+SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_STREAM_STRIDES", "_TILE", "_WARPS", "_WGRAD_BLOCK", "_WGRAD_WARPS")
 DEFAULT = {k: getattr(cuda_stencil, k) for k in SETTINGS}
-TILES = {  # the default, then variants: streaming tile, per-frame kernel (no streaming), weight-gradient block
+TILES = {  # the default, then variants: the streaming kernel's tile and strides, weight-gradient block / warps
     "stencil": {}, "stream64w2": dict(_STREAM_TILE=64, _STREAM_WARPS=2), "stream256w4": dict(_STREAM_TILE=256,
-    _STREAM_WARPS=4), "per_frame": dict(_STREAM_TILE=0), "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2),
-    "wgrad64w4": dict(_WGRAD_BLOCK=64, _WGRAD_WARPS=4)}
+    _STREAM_WARPS=4), "per_frame": dict(_STREAM_STRIDES=()), "stream_all": dict(_STREAM_STRIDES=(1, 2)),
+    "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2), "wgrad64w4": dict(_WGRAD_BLOCK=64, _WGRAD_WARPS=4)}
 
 
 def set_tiles(**changes) -> None:
@@ -57,6 +58,19 @@ def forms(s: int) -> dict:
             "sts_aligned": sts(False)}
 
 
+def device_time(run, reps: int = 10) -> tuple[float, dict[str, float]]:
+    """GPU time per call in ms (the sum of its kernels, from the profiler: no launch overhead, which bounds small
+    layers' wall time) and the share of each kernel."""
+    run()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            run()
+        torch.cuda.synchronize()
+    kernels = {e.key: e.self_device_time_total / reps / 1e3 for e in prof.key_averages() if e.self_device_time_total}
+    return sum(kernels.values()), kernels
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -75,9 +89,9 @@ def main() -> None:
         for shape, count in layer_shapes(name, (args.batch, 3, args.frames, args.size, args.size)).items():
             shapes[shape] = shapes.get(shape, 0) + count
     names = list(forms(1))
-    print(f"{'C x T x H x W':<20}{'s':>3}{'n':>4}" + "".join(f"{k:>18}" for k in names)
-          + f"{'stock/stencil':>14}{'stock/best':>12}")
-    totals = dict.fromkeys(names, 0.0)
+    print(f"{'C x T x H x W':<20}{'s':>3}{'n':>4}" + "".join(f"{k:>25}" for k in names)
+          + f"{'stock/stencil':>14}{'GPU':>6}{'stock/best GPU':>16}")
+    totals = {k: [0.0, 0.0] for k in names}
     splits = []
     for (c, t, h, w, s), count in shapes.items():
         x = torch.randn(args.batch, c, t, h, w, device="cuda", requires_grad=True)
@@ -86,7 +100,7 @@ def main() -> None:
         ref_out = runs["conv3d"](x, weight, None)
         grad = torch.randn_like(ref_out)
         ref_grads = runs["conv3d"](x, weight, grad)
-        cells = {}
+        cells, kernels = {}, {}
         for key, run in runs.items():
             try:
                 out, grads = run(x, weight, None), run(x, weight, grad)
@@ -100,27 +114,26 @@ def main() -> None:
                 continue
             fwd = triton.testing.do_bench(lambda: run(x, weight, None), warmup=10, rep=40, return_mode="median")
             both = triton.testing.do_bench(lambda: run(x, weight, grad), warmup=10, rep=40, return_mode="median")
-            totals[key] += both * count
-            cells[key] = (fwd, both)
-        plain = [v[1] for k, v in cells.items() if k != "conv3d" and not k.startswith("sts") and isinstance(v, tuple)]
-        stock = cells["conv3d"][1]
-        ratio = stock / cells["stencil"][1] if isinstance(cells["stencil"], tuple) else float("nan")
+            gpu, kernels[key] = device_time(lambda: run(x, weight, grad))
+            totals[key][0] += both * count
+            totals[key][1] += gpu * count
+            cells[key] = (fwd, both, gpu)
+        plain = [v[2] for k, v in cells.items() if k != "conv3d" and not k.startswith("sts") and isinstance(v, tuple)]
+        stock = cells["conv3d"]
+        ratios = [stock[i] / cells["stencil"][i] if isinstance(cells["stencil"], tuple) else float("nan")
+                  for i in (1, 2)]
         print(f"{f'{c} x {t} x {h} x {w}':<20}{s:>3}{count:>4}"
-              + "".join(f"{v[0]:>8.3f} /{v[1]:>7.3f}" if isinstance(v, tuple) else f"{v:>18}" for v in cells.values())
-              + f"{ratio:>13.2f}x{stock / min(plain, default=float('nan')):>11.2f}x", flush=True)
-        split = [f"{c} x {t} x {h} x {w} s{s}"]
-        set_tiles()
-        for key in ("conv3d", "stencil"):
-            for wrt in (x, weight):
-                split.append(triton.testing.do_bench(
-                    lambda: torch.autograd.grad(runs[key](x, weight, None), wrt, grad), warmup=10, rep=40,
-                    return_mode="median"))
-        splits.append(split)
-    print("sum over layers (ms, x count): " + ", ".join(f"{k} {v:.2f}" for k, v in totals.items()))
-    print("\nthe backward split: forward + input gradient / forward + weight gradient, ms")
-    print(f"{'layer':<26}{'conv3d':>18}{'stencil':>18}")
-    for layer, *ms in splits:
-        print(f"{layer:<26}{ms[0]:>8.3f} /{ms[1]:>7.3f}{ms[2]:>10.3f} /{ms[3]:>7.3f}", flush=True)
+              + "".join(f"{v[0]:>7.3f} /{v[1]:>7.3f} /{v[2]:>7.3f}" if isinstance(v, tuple) else f"{v:>25}"
+                        for v in cells.values())
+              + f"{ratios[0]:>13.2f}x{ratios[1]:>5.2f}x{stock[2] / min(plain, default=float('nan')):>15.2f}x",
+              flush=True)
+        splits.append((f"{c} x {t} x {h} x {w} s{s}", kernels.get("conv3d", {}), kernels.get("stencil", {})))
+    print("sum over layers x count, ms wall / GPU: " + ", ".join(f"{k} {v[0]:.2f} / {v[1]:.2f}"
+                                                                 for k, v in totals.items()))
+    print("\nGPU ms per kernel, forward + backward: stock conv3d | default stencil")
+    for layer, stock, ours in splits:
+        print(f"{layer:<26}" + ", ".join(f"{k[:40]} {v:.3f}" for k, v in stock.items()) + " | "
+              + ", ".join(f"{k[:40]} {v:.3f}" for k, v in ours.items()), flush=True)
 
 
 if __name__ == "__main__":

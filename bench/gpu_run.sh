@@ -4,7 +4,10 @@
 # switches, the loader, multi-view testing), each cut at what is left of the budget. Logs go to $OUT (default
 # /tmp/sts3d-gpu), one file per part. Peak memory: bench/train_step.py --device cuda --memory --batches 8 16.
 #
-#   bash bench/gpu_run.sh [SECONDS]          # default 540
+#   bash bench/gpu_run.sh [SECONDS [PART...]]   # default 540 s, all parts in the order below
+#
+# PARTs (check kernels depthwise sts train_x3d train_sf loader multiview) pick and order the parts; a check that
+# fails switches the kernels off for the parts after it, except the per-layer one (which marks wrong results).
 #
 # A machine without our optional packages or ../shared: fill .gpu/ (ignored by git) beside it first, e.g.
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2010_x86_64 -d .gpu/whl decord
@@ -12,6 +15,8 @@
 # and send .gpu along; what is there is used.
 set -u
 budget=${1:-540}
+shift $(($# > 0 ? 1 : 0))
+parts=${*:-check kernels depthwise sts train_x3d train_sf loader multiview}
 start=$SECONDS
 out=${OUT:-/tmp/sts3d-gpu}
 mkdir -p "$out"
@@ -45,19 +50,24 @@ part() {
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'triton', triton.__version__, 'timm', timm.__version__)" \
     | tee -a "$out/gpu.txt"
-part check 90 python3 bench/cuda_check.py
-checked=$?
-part kernels 150 python3 bench/cuda_kernels.py  # marks a kernel whose results are wrong, times the others
-if [ "$checked" -ne 0 ]; then
-    echo "=== the Triton kernels failed their check: the benchmarks below run with them switched off"
-    export STS3D_NO_EXTENSION=1
-fi
-part depthwise 75 python3 bench/depthwise.py --device cuda --batch 8 --size 224 --rounds 9 --skip-layers
-part sts 100 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7 --instances 1
-part train_x3d 80 python3 bench/train_step.py --device cuda --models x3d_s --batch 32 --frames 13 --size 160 \
-    --rounds 3 --switches channels_last bf16
-part train_sf 70 python3 bench/train_step.py --device cuda --models slowfast50_8x8 --batch 16 --size 224 \
-    --rounds 3 --switches channels_last bf16
-part loader 60 python3 bench/loader_vs_model.py --device cuda --batch 16 --decoders decord --threads 8
-part multiview 40 python3 bench/multiview_test.py --device cuda
+for name in $parts; do
+    case $name in
+        check)
+            if ! part check 120 python3 bench/cuda_check.py; then
+                echo "=== the Triton kernels failed their check: the benchmarks after it run with them switched off"
+                export STS3D_NO_EXTENSION=1
+            fi ;;
+        kernels) STS3D_NO_EXTENSION=0 part kernels 150 python3 bench/cuda_kernels.py ;;
+        depthwise) part depthwise 75 python3 bench/depthwise.py --device cuda --batch 8 --size 224 --rounds 9 \
+            --skip-layers ;;
+        sts) part sts 100 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7 --instances 1 ;;
+        train_x3d) part train_x3d 80 python3 bench/train_step.py --device cuda --models x3d_s --batch 32 --frames 13 \
+            --size 160 --rounds 3 --switches channels_last bf16 ;;
+        train_sf) part train_sf 70 python3 bench/train_step.py --device cuda --models slowfast50_8x8 --batch 16 \
+            --size 224 --rounds 3 --switches channels_last bf16 ;;
+        loader) part loader 60 python3 bench/loader_vs_model.py --device cuda --batch 16 --decoders decord --threads 8 ;;
+        multiview) part multiview 40 python3 bench/multiview_test.py --device cuda ;;
+        *) echo "=== unknown part $name" ;;
+    esac
+done
 echo "=== done at $((SECONDS - start))s"

@@ -34,6 +34,7 @@ STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differ
     "one frame": (1, 5, 9, 1),
     "several tiles": (2, 12, 11, 1),
 }
+KERNELS = ("default", "other")  # the default choice between streaming and per-frame kernels, and the other one
 
 
 def _relative(a, b) -> float:
@@ -65,24 +66,31 @@ def run_cases() -> dict:
     torch.manual_seed(0)
     results: dict = {"plain": {}, "sts": {}}
     c = 2
-    for name, (t, h, w, s, kernel) in PLAIN_CASES.items():
-        inputs = [torch.randn(1, c, t, h, w), torch.randn(c, 1, *kernel), torch.randn(c)]
-        pad = tuple(k // 2 for k in kernel)
-        results["plain"][name] = _errors(
-            lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, s),
-            lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, s, s), padding=pad, groups=c), inputs)
-    for mode in ("faithful", "aligned"):
-        for name, (t, h, w, s) in STS_CASES.items():
-            c4 = 4  # two static and two dynamic channels
-            reference = STSConv3d(c4, c4, 3, (1, s, s), 1, groups=c4, bias=False, mode=mode,
-                                  depthwise_impl="conv3d").double()
+    default_strides = cuda_stencil._STREAM_STRIDES
+    for kernels in KERNELS:
+        # 3x3x3 convs stream through the frames at the strides in _STREAM_STRIDES, else run per frame: each case
+        # runs the default choice and the other one
+        cuda_stencil._STREAM_STRIDES = default_strides if kernels == "default" else tuple(
+            s for s in (1, 2) if s not in default_strides)
+        for name, (t, h, w, s, kernel) in PLAIN_CASES.items():
+            inputs = [torch.randn(1, c, t, h, w), torch.randn(c, 1, *kernel), torch.randn(c)]
+            pad = tuple(k // 2 for k in kernel)
+            results["plain"][f"{kernels} {name}"] = _errors(
+                lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, s),
+                lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, s, s), padding=pad, groups=c), inputs)
+        for mode in ("faithful", "aligned"):
+            for name, (t, h, w, s) in STS_CASES.items():
+                c4 = 4  # two static and two dynamic channels
+                reference = STSConv3d(c4, c4, 3, (1, s, s), 1, groups=c4, bias=False, mode=mode,
+                                      depthwise_impl="conv3d").double()
 
-            def through_reference(x, wt, reference=reference):
-                return torch.func.functional_call(reference, {"weight": wt}, (x,))
+                def through_reference(x, wt, reference=reference):
+                    return torch.func.functional_call(reference, {"weight": wt}, (x,))
 
-            results["sts"][f"{mode} {name}"] = _errors(
-                lambda x, wt, s=s, mode=mode: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
-                through_reference, [torch.randn(1, c4, t, h, w), torch.randn(c4, 1, 3, 3, 3)])
+                results["sts"][f"{kernels} {mode} {name}"] = _errors(
+                    lambda x, wt, s=s, mode=mode: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
+                    through_reference, [torch.randn(1, c4, t, h, w), torch.randn(c4, 1, 3, 3, 3)])
+    cuda_stencil._STREAM_STRIDES = default_strides
 
     # only the gradients asked for are computed, and they are the full ones
     x, wt = torch.randn(1, c, 2, 5, 5), torch.randn(c, 1, 3, 3, 3)
@@ -132,16 +140,19 @@ def results() -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("name", PLAIN_CASES)
-def test_plain_depthwise_matches_conv3d(results, name):
+def test_plain_depthwise_matches_conv3d(results, name, kernels):
     """Output, input, weight and bias gradients."""
-    assert max(results["plain"][name]) < 1e-5, results["plain"][name]
+    errors = results["plain"][f"{kernels} {name}"]
+    assert max(errors) < 1e-5, errors
 
 
+@pytest.mark.parametrize("kernels", KERNELS)
 @pytest.mark.parametrize("mode", ["faithful", "aligned"])
 @pytest.mark.parametrize("name", STS_CASES)
-def test_sts_depthwise_matches_reference(results, mode, name):
-    errors = results["sts"][f"{mode} {name}"]
+def test_sts_depthwise_matches_reference(results, mode, name, kernels):
+    errors = results["sts"][f"{kernels} {mode} {name}"]
     assert max(errors) < 1e-5, errors
 
 
