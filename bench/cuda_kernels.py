@@ -1,11 +1,12 @@
 """CUDA depthwise kernels, layer by layer: the stock conv3d against the Triton kernels of
 :mod:`sts3d.models.cuda_stencil` at the module's settings and at others (``stream*``: outputs per program / warps of
-the streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel at every
-stride, ``stream_all``: by the streaming one; ``wgrad*``: the weight-gradient kernel's block / warps), and the STS
-depthwise conv in both modes at the defaults. Per form: ms forward / forward + backward (input and weight
-gradients), ``triton.testing.do_bench`` wall-clock medians, which include the launch overhead, / forward + backward
-GPU time (the kernels' sum, from the profiler). The plain forms are checked against the stock conv first. A second
-table gives each kernel's GPU time for the stock conv and the default kernels. For tuning on a new GPU.
+the streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel
+everywhere, ``stream_s1`` / ``stream_all``: by the streaming one at stride 1 / every stride; ``wgrad*``: the
+weight-gradient kernel's block / warps), and the STS depthwise conv in both modes at the defaults. Per form: ms
+forward / forward + backward (input and weight gradients), ``triton.testing.do_bench`` wall-clock medians, which
+include the launch overhead, / forward + backward GPU time (the kernels' sum, from the profiler). The plain forms
+are checked against the stock conv first. A second table gives each kernel's GPU time for the stock conv and the
+default kernels. For tuning on a new GPU.
 
     python bench/cuda_kernels.py [--batch 8] [--size 224] [--models csn50_ir x3d_s]
 """
@@ -21,11 +22,13 @@ from sts3d.models import cuda_stencil
 
 from depthwise import layer_shapes
 
-SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_STREAM_STRIDES", "_TILE", "_WARPS", "_WGRAD_BLOCK", "_WGRAD_WARPS")
+SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_STREAM_STRIDES", "_STREAM_MIN_FRAME", "_TILE", "_WARPS", "_WGRAD_BLOCK",
+            "_WGRAD_WARPS")
 DEFAULT = {k: getattr(cuda_stencil, k) for k in SETTINGS}
-TILES = {  # the default, then variants: the streaming kernel's tile and strides, weight-gradient block / warps
+TILES = {  # the default, then variants: the streaming kernel's tile and where it serves, weight-gradient block / warps
     "stencil": {}, "stream64w2": dict(_STREAM_TILE=64, _STREAM_WARPS=2), "stream256w4": dict(_STREAM_TILE=256,
-    _STREAM_WARPS=4), "per_frame": dict(_STREAM_STRIDES=()), "stream_all": dict(_STREAM_STRIDES=(1, 2)),
+    _STREAM_WARPS=4), "per_frame": dict(_STREAM_STRIDES=()), "stream_s1": dict(_STREAM_MIN_FRAME=0),
+    "stream_all": dict(_STREAM_STRIDES=(1, 2), _STREAM_MIN_FRAME=0),
     "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2), "wgrad64w4": dict(_WGRAD_BLOCK=64, _WGRAD_WARPS=4)}
 
 

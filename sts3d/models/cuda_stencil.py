@@ -1,9 +1,18 @@
 """Depthwise 3D convolutions on CUDA as Triton tile kernels (the ``'stencil'`` depthwise implementation on GPUs).
 
 PyTorch runs a depthwise ``conv3d`` on CUDA with generic kernels whose backward costs 4-10 times the forward
-(measured on an H100, ``docs/benchmarks.md``). Here one Triton program computes one frame's tile of outputs as a
-sum of taps, each a masked load of the input at an offset computed from the output position, so every pass (the
-forward, the input gradient and the weight gradient) is one launch that reads its inputs once from memory:
+(measured on an H100, ``docs/benchmarks.md``). Here each pass (the forward, the input gradient and the weight
+gradient) is one launch that computes a tile of outputs as a sum of taps, each a masked load of its source at an
+offset computed from the output position:
+
+* forward and input gradient: one program per frame and tile (``_conv_kernel``), or, for ``3x3x3`` kernels at
+  stride 1 on large frames, one per plane and tile that runs through the frames, reading each source frame's 9
+  spatial taps once for the three output frames they reach (``_stream_kernel``; the ``_STREAM_*`` settings say where,
+  from H100 timings);
+* weight gradient: one program per plane and tile that gathers every tap of each frame, adds the products up
+  elementwise over the frames and reduces once (``_weight_grad_kernel``).
+
+The taps:
 
 * a plain depthwise conv (odd kernel, padding ``k // 2``, spatial stride ``s``, temporal stride 1): its ``k_t k_h
   k_w`` taps; the input gradient is the transposed conv, whose taps read the output gradient where ``s`` divides
@@ -43,9 +52,11 @@ PLAIN, FAITHFUL, ALIGNED = 0, 1, 2  # the operators' ``mode``
 _TILE, _WARPS = 256, 2
 # The weight gradient's programs: BLOCK outputs of a frame (each with up to 32 taps in registers), over all frames
 _WGRAD_BLOCK, _WGRAD_WARPS = 64, 2
-# The streaming 3x3x3 kernel's tiles (outputs of a frame per program, warps), and the strides it serves: at stride 2
-# the per-frame kernel was 1.4-3.5x faster in the forward (H100)
-_STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES = 128, 2, (1,)
+# The streaming 3x3x3 kernel's tiles (outputs of a frame per program, warps), and where it serves: stride 1 and
+# frames of at least _STREAM_MIN_FRAME outputs. On an H100 (forward + input gradient, batch 8) it took 0.6x the
+# per-frame kernel's GPU time on 56x56 frames, but 1.2-2x on 28x28 and smaller (fewer programs, each running through
+# the frames in turn), and 1.4-3.5x at stride 2.
+_STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES, _STREAM_MIN_FRAME = 128, 2, (1,), 2048
 
 
 @functools.lru_cache(maxsize=1)
@@ -295,11 +306,12 @@ def _layer(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> dic
 
 def _launch(src: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], sizes: dict,
             transposed: bool) -> torch.Tensor:
-    """The forward (``transposed=False``) or the input gradient into ``out``: ``3x3x3`` kernels of a stride in
-    ``_STREAM_STRIDES`` stream through the frames, the others take a program per frame."""
+    """The forward (``transposed=False``) or the input gradient into ``out``: ``3x3x3`` kernels stream through
+    the frames where that was faster (the ``_STREAM_*`` settings), the others take a program per frame."""
     n, c, t = out.shape[:3]
     bias_arg = bias if bias is not None else weight
-    if sizes["S"] in _STREAM_STRIDES and (sizes["KT"], sizes["KH"], sizes["KW"]) == (3, 3, 3):
+    if (sizes["S"] in _STREAM_STRIDES and sizes["OH"] * sizes["OW"] >= _STREAM_MIN_FRAME
+            and (sizes["KT"], sizes["KH"], sizes["KW"]) == (3, 3, 3)):
         grid, bh, bw = _tiling(n * c, *out.shape[3:], _STREAM_TILE)
         _stream_kernel[grid](src, weight, bias_arg, out, sizes["C"], sizes["SPLIT"], t, sizes["H"], sizes["W"],
                              sizes["OH"], sizes["OW"], sizes["FILLS"], S=sizes["S"], MODE=sizes["MODE"],
