@@ -5,8 +5,11 @@ weight), and each distinct (input shape, layer) is timed forward + backward (inp
 tensor of the shape it sees in the backbone at the benchmark's clip (batch 2, 8x128x128, 32 frames for SlowFast):
 plain, STS faithful, STS aligned, interleaved round by round in one process, median of ``--rounds``, each round
 ``--repeats`` steps. Ratios above 1 are STS's cost; ``count`` is how many layers of the backbone have that shape.
+With ``--device cuda`` the last columns give the same ratios of GPU time (the kernels' sum, from the profiler),
+which launch overhead does not enter: where they differ from the wall-clock ratios, the CPU bounds the layer.
 
     python bench/sts_layers.py [--models r2plus1d34 x3d_s] [--threads 2] [--rounds 7] [--repeats 3]
+                               [--device cuda --batch 8 --size 224]
 """
 from __future__ import annotations
 
@@ -41,11 +44,15 @@ def layer_inputs(name: str, frames: int, size: int) -> dict[str, tuple[int, ...]
 
 
 def fwd_bwd(conv: nn.Module, x: torch.Tensor, repeats: int) -> float:
+    if x.is_cuda:
+        torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         x.grad = None
         conv.weight.grad = None
         conv(x).sum().backward()
+    if x.is_cuda:
+        torch.cuda.synchronize()
     return (time.perf_counter() - start) / repeats
 
 
@@ -57,12 +64,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
+    cuda = args.device == "cuda"
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"threads={args.threads} rounds={args.rounds} repeats={args.repeats} torch={torch.__version__}")
+    print(f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
+          f"repeats={args.repeats} torch={torch.__version__}")
     print(f"{'backbone':<17}{'layer (C_in, T, H, W) -> C_out':<34}{'kind':>10}{'stride':>7}{'count':>6}"
-          f"{'plain ms':>10}{'faith./plain':>13}{'align./plain':>13}")
+          f"{'plain ms':>10}{'faith./plain':>13}{'align./plain':>13}"
+          + (f"{'GPU plain ms':>14}{'faith./plain':>13}{'align./plain':>13}" if cuda else ""))
     for name in args.models:
         plain_modules = dict(create_backbone(name, sts=False).named_modules())
         sts_models = {mode: dict(create_backbone(name, sts=True, sts_mode=mode).named_modules())
@@ -76,7 +88,8 @@ def main() -> None:
             convs = {"plain": plain_modules[key].train(), **{m: sts_models[m][key].train() for m in sts_models}}
             for conv in convs.values():
                 conv.weight.data.copy_(convs["plain"].weight.data)
-            x = torch.randn(2, *shape, requires_grad=True)
+                conv.to(args.device)
+            x = torch.randn(args.batch, *shape, device=args.device, requires_grad=True)
             for conv in convs.values():
                 fwd_bwd(conv, x, 1)
             times: dict[str, list[float]] = {k: [] for k in convs}
@@ -85,8 +98,14 @@ def main() -> None:
                     times[k].append(fwd_bwd(conv, x, args.repeats))
             med = {k: statistics.median(v) for k, v in times.items()}
             layer = f"{shape} -> {out_channels}"
+            gpu = ""
+            if cuda:
+                from cuda_kernels import device_time
+
+                ms = {k: device_time(lambda conv=conv: fwd_bwd(conv, x, 1))[0] for k, conv in convs.items()}
+                gpu = f"{ms['plain']:>14.3f}{ms['faithful'] / ms['plain']:>13.2f}{ms['aligned'] / ms['plain']:>13.2f}"
             print(f"{name:<17}{layer:<34}{kind:>10}{stride:>7}{len(keys):>6}{med['plain'] * 1e3:>10.2f}"
-                  f"{med['faithful'] / med['plain']:>13.2f}{med['aligned'] / med['plain']:>13.2f}", flush=True)
+                  f"{med['faithful'] / med['plain']:>13.2f}{med['aligned'] / med['plain']:>13.2f}{gpu}", flush=True)
 
 
 if __name__ == "__main__":

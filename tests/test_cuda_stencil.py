@@ -34,6 +34,7 @@ STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differ
     "one frame": (1, 5, 9, 1),
     "several tiles": (2, 12, 11, 1),
 }
+TAP_SUM_SHAPES = ((3, 4, 5), (1, 1, 1), (2, 1, 6), (2, 5, 1), (4, 7, 3))  # (T, H, W): the edges of every line
 KERNELS = ("default", "streaming")  # the default choice of kernel (here per frame), then the streaming one
 
 
@@ -90,6 +91,25 @@ def run_cases() -> dict:
                     lambda x, wt, s=s, mode=mode: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
                     through_reference, [torch.randn(1, c4, t, h, w), torch.randn(c4, 1, 3, 3, 3)])
     cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME = default
+
+    # the dense 3x1x1 STS conv's tap sum, one kernel per pass, against _TemporalTapSum in float64
+    from sts3d.models import cuda_tap_sum
+    from sts3d.models.sts import _TemporalTapSum
+
+    results["tap sum"] = {}
+    for mode in ("faithful", "aligned"):
+        for t, h, w in TAP_SUM_SHAPES:
+            c4 = 8
+            line_w, line_h = ("row_major", "col_major") if mode == "faithful" else ("w", "h")
+            axes = ((0, 2, line_w), (2, 4, line_h), (4, c4, "t"))
+            results["tap sum"][f"{mode} {t}x{h}x{w}"] = _errors(
+                lambda y, mode=mode: cuda_tap_sum.tap_sum_cuda(y, c4 // 4, mode == "faithful"),
+                lambda y, axes=axes: _TemporalTapSum.apply(y, axes), [torch.randn(2, 3 * c4, t, h, w)])
+    with FlopCounterMode(display=False):  # a dispatch mode: the registered operator, not the eager path
+        results["tap sum, registered"] = _errors(
+            lambda y: cuda_tap_sum.tap_sum_cuda(y, 1, True),
+            lambda y: _TemporalTapSum.apply(y, ((0, 1, "row_major"), (1, 2, "col_major"), (2, 4, "t"))),
+            [torch.randn(1, 12, 3, 4, 5)])
 
     # only the gradients asked for are computed, and they are the full ones
     x, wt = torch.randn(1, c, 2, 5, 5), torch.randn(c, 1, 3, 3, 3)
@@ -153,6 +173,18 @@ def test_plain_depthwise_matches_conv3d(results, name, kernels):
 def test_sts_depthwise_matches_reference(results, mode, name, kernels):
     errors = results["sts"][f"{kernels} {mode} {name}"]
     assert max(errors) < 1e-5, errors
+
+
+@pytest.mark.parametrize("mode", ["faithful", "aligned"])
+@pytest.mark.parametrize("shape", TAP_SUM_SHAPES)
+def test_tap_sum_matches_the_shifted_adds(results, mode, shape):
+    """The dense 3x1x1 STS conv's tap sum and its transpose in one kernel each, against ``_TemporalTapSum``."""
+    errors = results["tap sum"][f"{mode} {'x'.join(map(str, shape))}"]
+    assert max(errors) < 1e-6, errors
+
+
+def test_tap_sum_registered_operator(results):
+    assert max(results["tap sum, registered"]) < 1e-6
 
 
 def test_weight_gradient_alone(results):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from . import stencil
+from . import cuda_stencil, cuda_tap_sum, stencil
 from .depthwise import DepthwiseImpl, _frames, _input_grad, _weight_grad, check_depthwise_impl, depthwise_form
 from .strided import line_fills_map, out_size
 
@@ -583,4 +583,7 @@ class STSConv3d(nn.Conv3d):
                 return _TapsPerSample.apply(flat, taps_weight, axes, (t, h, w)).view(n, c, t, h, w)
             taps = _PointwiseGemm.apply(flat, taps_weight)
             return _TemporalTapSum.apply(taps.view(n, 3 * c, t, h, w), axes)
-        return _TemporalTapSum.apply(F.conv3d(x, pointwise), axes)
+        taps = F.conv3d(x, pointwise)
+        if taps.device.type == "cuda" and cuda_stencil.takes(taps.dtype):  # one launch per pass, not 7-15
+            return cuda_tap_sum.tap_sum_cuda(taps, quarter, self.mode == "faithful")
+        return _TemporalTapSum.apply(taps, axes)
