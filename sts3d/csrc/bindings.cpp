@@ -8,9 +8,14 @@ at::Tensor depthwise_forward(const at::Tensor& x, const at::Tensor& weight, cons
 std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
                                            const std::vector<int64_t>& bounds, const at::Tensor& specs,
                                            bool need_x, bool need_w);
+void tap_sum_forward(const at::Tensor& y, at::Tensor& out, int64_t quarter, bool faithful);
+void tap_sum_backward(const at::Tensor& grad, at::Tensor& grad_y, int64_t quarter, bool faithful);
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "sts3d's CPU kernels: depthwise stencil convs, plain and STS, with their gradients";
+  m.doc() = "sts3d's CPU kernels: depthwise stencil convs, plain and STS, with their gradients; the dense 3x1x1 STS "
+            "conv's tap sum and its transpose";
   m.def("depthwise_forward", &depthwise_forward);
   m.def("depthwise_backward", &depthwise_backward);
+  m.def("tap_sum_forward", &tap_sum_forward);
+  m.def("tap_sum_backward", &tap_sum_backward);
 }

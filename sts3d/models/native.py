@@ -1,9 +1,10 @@
 """sts3d's compiled CPU kernels (``sts3d/csrc``), built on first use.
 
-The depthwise stencil convs (:mod:`sts3d.models.stencil`) are a small C++ extension, compiled with the system C++
-compiler through ``torch.utils.cpp_extension`` (``ninja`` from PyPI) the first time they are needed, about 25 s, and
-cached under ``~/.cache/torch_extensions``. Where that fails, or with ``STS3D_NO_EXTENSION=1``, :func:`available` is
-false and the callers use their pure-PyTorch forms (one warning says why): everything runs, slower.
+The depthwise stencil convs (:mod:`sts3d.models.stencil`) and the dense STS conv's tap sum
+(:mod:`sts3d.models.sts`) are a small C++ extension, compiled with the system C++ compiler through
+``torch.utils.cpp_extension`` (``ninja`` from PyPI) the first time they are needed, about 25 s, and cached under
+``~/.cache/torch_extensions``. Where that fails, or with ``STS3D_NO_EXTENSION=1``, :func:`available` is false and
+the callers use their pure-PyTorch forms (one warning says why): everything runs, slower.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from pathlib import Path
 import torch
 
 _SOURCES = [Path(__file__).resolve().parents[1] / "csrc" / name
-            for name in ("depthwise_stencil.cpp", "bindings.cpp")]
+            for name in ("depthwise_stencil.cpp", "tap_sum.cpp", "bindings.cpp")]
 _built: dict = {}  # "module": the compiled module, or None once it could not be built
 
 

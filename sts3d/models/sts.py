@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from . import cuda_stencil, cuda_tap_sum, stencil
+from . import cuda_stencil, cuda_tap_sum, native, stencil
 from .depthwise import DepthwiseImpl, _frames, _input_grad, _weight_grad, check_depthwise_impl, depthwise_form
 from .strided import line_fills_map, out_size
 
@@ -356,8 +356,32 @@ class _TemporalTapSum(torch.autograd.Function):
         return grad_y, None
 
 
+def _compiled_taps(axes: tuple, *tensors: torch.Tensor) -> Optional[tuple]:
+    """``(extension, quarter, faithful)`` where the compiled tap sum (``sts3d/csrc/tap_sum.cpp``, one pass per plane
+    instead of PyTorch's 7-15 passes over the tensor) takes these tensors and the STS conv's channel groups, else
+    ``None``."""
+    if len(axes) != 3 or axes[0][2] not in _COLUMN:
+        return None
+    quarter, line = axes[0][1], axes[0][2]
+    standard = axes == ((0, quarter, line), (quarter, 2 * quarter, _COLUMN[line]), (2 * quarter, axes[2][1], "t"))
+    dtype = tensors[0].dtype
+    if not (standard and dtype in _COMPILED_TAP_DTYPES and native.available()
+            and all(t.device.type == "cpu" and t.is_contiguous() and t.dtype == dtype for t in tensors)):
+        return None
+    return native.extension(), quarter, line == "row_major"
+
+
+_COLUMN = {"row_major": "col_major", "w": "h"}  # the width line's mode -> the height line's
+_COMPILED_TAP_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+
+
 def _sum_taps(out: torch.Tensor, y: torch.Tensor, axes: tuple) -> None:
     """``out`` ``(N, C, T, H, W)`` = ``_TemporalTapSum`` of ``y`` ``(N, 3 C, T, H, W)``."""
+    compiled = _compiled_taps(axes, out, y)
+    if compiled is not None:
+        extension, quarter, faithful = compiled
+        extension.tap_sum_forward(y, out, quarter, faithful)
+        return
     c = out.shape[1]
     out.copy_(y[:, c:2 * c])
     for start, end, axis in axes:
@@ -368,6 +392,11 @@ def _sum_taps(out: torch.Tensor, y: torch.Tensor, axes: tuple) -> None:
 def _spread_taps(grad_y: torch.Tensor, grad: torch.Tensor, axes: tuple) -> None:
     """``grad_y`` ``(N, 3 C, T, H, W)`` = the transpose of :func:`_sum_taps` applied to ``grad`` ``(N, C, T, H, W)``
     (every element of ``grad_y`` is written)."""
+    compiled = _compiled_taps(axes, grad_y, grad)
+    if compiled is not None:
+        extension, quarter, faithful = compiled
+        extension.tap_sum_backward(grad, grad_y, quarter, faithful)
+        return
     c = grad.shape[1]
     grad_y[:, c:2 * c] = grad
     for start, end, axis in axes:  # the transpose of a shift by -1 is a shift by +1
