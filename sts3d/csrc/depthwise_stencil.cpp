@@ -32,12 +32,18 @@
 
 namespace {
 
-// GCC / Clang vector of 16 floats, any alignment: AVX-512 registers with -march=native on such CPUs, split into
-// narrower ones elsewhere.
-typedef float vf __attribute__((vector_size(64), aligned(4), may_alias));
-constexpr int64_t kLanes = 16, kBlock = 4 * kLanes;  // outputs per register block
+// GCC / Clang vector of the widest registers -march=native gives, any alignment: 16 floats with AVX-512, else 8.
+// (A 16-float vector on an AVX2 CPU is split into pairs of registers, and the 8-tap weight-gradient blocks'
+// accumulators then spill: 5-8x slower kernels, measured on an AVX2 EPYC.)
+#if defined(__AVX512F__)
+constexpr int64_t kLanes = 16;
+#else
+constexpr int64_t kLanes = 8;
+#endif
+constexpr int64_t kBlock = 4 * kLanes;  // outputs per register block
 constexpr int64_t kShortRow = 12;  // row copies shorter than this on average: copied element by element
-typedef uint32_t vu __attribute__((vector_size(64), aligned(4), may_alias));
+typedef float vf __attribute__((vector_size(4 * kLanes), aligned(4), may_alias));
+typedef uint32_t vu __attribute__((vector_size(4 * kLanes), aligned(4), may_alias));
 inline vf load(const float* p) { return *reinterpret_cast<const vf*>(p); }
 // p's floats where the mask is all ones, +0 where it is 0 (an AND, so an inf or NaN read there cannot leak)
 inline vf masked(const float* p, const uint32_t* m) {
@@ -264,11 +270,12 @@ inline void row_copy(float* row, float* phase_row, int64_t n, int64_t sw) {
 // Vectors of L floats and the shuffles of a split: the even and odd elements of a pair of vectors, and back
 typedef float vf8 __attribute__((vector_size(32), aligned(4), may_alias));
 typedef float vf4 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef float vf16 __attribute__((vector_size(64), aligned(4), may_alias));
 typedef int32_t vi16 __attribute__((vector_size(64)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
 typedef int32_t vi4 __attribute__((vector_size(16)));
 template <int L> struct LaneTypes;
-template <> struct LaneTypes<16> { typedef vf v; typedef vi16 index; };
+template <> struct LaneTypes<16> { typedef vf16 v; typedef vi16 index; };
 template <> struct LaneTypes<8> { typedef vf8 v; typedef vi8 index; };
 template <> struct LaneTypes<4> { typedef vf4 v; typedef vi4 index; };
 
@@ -328,8 +335,8 @@ inline void split_step(float* row, float* const* dst, int64_t j) {
 template <int K, bool kAdd>
 void split_copy(float* row, float* const* dst, int64_t n) {
   int64_t j = 0;
-  for (; j + 16 <= n; j += 16) split_step<16, K, kAdd>(row, dst, j);
-  if (j + 8 <= n) { split_step<8, K, kAdd>(row, dst, j); j += 8; }
+  if (kLanes == 16) for (; j + 16 <= n; j += 16) split_step<16, K, kAdd>(row, dst, j);
+  for (; j + 8 <= n; j += 8) split_step<8, K, kAdd>(row, dst, j);
   if (j + 4 <= n) { split_step<4, K, kAdd>(row, dst, j); j += 4; }
   for (; j < n; ++j) for (int k = 0; k < K; ++k) {
     if (kAdd) row[K * j + k] += dst[k][j];
