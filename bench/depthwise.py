@@ -169,7 +169,8 @@ def main() -> None:
     torch.manual_seed(0)
     if not (cuda_stencil.available() if args.device == "cuda" else native.available()):
         raise SystemExit("the stencil kernels cannot run here (no built extension / no triton): nothing to compare")
-    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{args.threads} CPU threads"
+    where = (torch.cuda.get_device_name() if args.device == "cuda"
+             else f"{args.threads} threads of {native.cpu_name()}")
     print(f"{where}, batch={args.batch} clip={args.frames}x{args.size}x{args.size} "
           f"rounds={args.rounds} torch={torch.__version__}")
     met = True

@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from sts3d.models import create_backbone, list_backbones
+from sts3d.models import create_backbone, list_backbones, native
 from sts3d.models.sts import STSConv3d
 from sts_overhead import clip_shape  # the same clips as the whole-backbone benchmark
 
@@ -71,7 +71,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
-          f"repeats={args.repeats} torch={torch.__version__}")
+          f"repeats={args.repeats} torch={torch.__version__}"
+          + ("" if args.device == "cuda" else f" cpu={native.cpu_name()}"))
     print(f"{'backbone':<17}{'layer (C_in, T, H, W) -> C_out':<34}{'kind':>10}{'stride':>7}{'count':>6}"
           f"{'plain ms':>10}{'faith./plain':>13}{'align./plain':>13}"
           + (f"{'GPU plain ms':>14}{'faith./plain':>13}{'align./plain':>13}" if cuda else ""))

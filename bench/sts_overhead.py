@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from sts3d.models import create_backbone, list_backbones
+from sts3d.models import create_backbone, list_backbones, native
 from sts3d.models.depthwise import DEPTHWISE_IMPLS
 
 
@@ -65,7 +65,8 @@ def main() -> None:
     variants = {"plain": dict(sts=False), "faithful": dict(sts=True, sts_mode="faithful"),
                 "aligned": dict(sts=True, sts_mode="aligned"), "control": dict(sts=False)}
     print(f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
-          f"instances={args.instances} depthwise_impl={args.depthwise_impl} torch={torch.__version__}")
+          f"instances={args.instances} depthwise_impl={args.depthwise_impl} torch={torch.__version__}"
+          + ("" if args.device == "cuda" else f" cpu={native.cpu_name()}"))
     print(f"{'backbone':<18}{'plain s':>10}{'faithful s':>12}{'aligned s':>11}{'faithful/plain':>16}"
           f"{'aligned/plain':>15}{'control/plain':>15}  faults/step (k): plain faithful aligned")
     worst = 0.0

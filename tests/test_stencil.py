@@ -133,3 +133,13 @@ def test_switched_off_it_falls_back_to_the_frames_form():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "refused: depthwise_impl='stencil' needs" in result.stdout
+
+
+def test_cpu_name_reports_the_widest_vector_instructions(monkeypatch, tmp_path):
+    """Benchmarks print it: the kernels' speed follows the register width -march=native gives them."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse4_2 avx avx2 fma\n\n"
+                       "processor\t: 1\nmodel name\t: other\nflags\t\t: avx512f\n")
+    real_path = native.Path
+    monkeypatch.setattr(native, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real_path(p))
+    assert native.cpu_name() == "AMD EPYC, avx2"

@@ -34,6 +34,20 @@ def _cpu_tag() -> str:
     return hashlib.sha1("\n".join(stable).encode()).hexdigest()[:8]
 
 
+def cpu_name() -> str:
+    """The CPU's model name and the widest vector instructions it has, which the -march=native kernels use and
+    their speed follows (``'AMD EPYC, avx2'``): for benchmark headers."""
+    try:
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+    except OSError:
+        return "unknown CPU"
+    fields = dict(line.split(":", 1) for line in first.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    widest = next((isa for isa in ("avx512f", "avx2", "avx", "sse4_2") if isa in flags), "no avx")
+    return f"{fields.get('model name', 'unknown CPU')}, {widest}"
+
+
 def _build():
     if os.environ.get("STS3D_NO_EXTENSION", "") not in ("", "0"):
         return None

@@ -1,0 +1,92 @@
+"""Two builds of the CPU kernels side by side: ``sts3d/csrc`` at a git commit (A) and in the working tree (B).
+
+Each build is loaded as its own extension and swapped in as :mod:`sts3d.models.native`'s module, so the same
+modules (the plain depthwise conv at ``impl='stencil'`` and the STS convs, faithful and aligned) run forward +
+backward through A and B in turn, interleaved round by round in one process (the order alternates), median of
+``--rounds`` rounds of ``--repeats`` calls. Layers: the depthwise conv shapes of X3D-S and ir-CSN-50 at the STS
+benchmark's clip (batch 2, 8x128x128). Prints milliseconds and the ratios A / B (above 1: B is faster). For a
+kernel change: ``python bench/kernel_builds.py --base HEAD~1``.
+
+    python bench/kernel_builds.py [--base HEAD] [--rounds 7] [--repeats 5] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.cpp_extension import load
+
+from sts3d.models import native
+from sts3d.models.depthwise import DepthwiseConv3d
+from sts3d.models.sts import STSConv3d
+
+LAYERS = [((54, 8, 32, 32), 1), ((108, 8, 16, 16), 1), ((216, 8, 8, 8), 1), ((432, 8, 4, 4), 1),
+          ((54, 8, 64, 64), 2), ((108, 8, 32, 32), 2), ((216, 8, 16, 16), 2), ((432, 8, 8, 8), 2),
+          ((64, 8, 32, 32), 1), ((128, 8, 16, 16), 1), ((256, 8, 8, 8), 1), ((512, 8, 4, 4), 1)]
+
+
+def build(name: str, sources: list[Path]):
+    return load(name, [str(path) for path in sources], extra_cflags=["-O3", "-march=native", "-fopenmp"],
+                extra_ldflags=["-fopenmp"])
+
+
+def sources_at(commit: str, into: Path) -> list[Path]:
+    """``sts3d/csrc``'s files of ``native._SOURCES`` as they are at ``commit`` (those it has), written to ``into``."""
+    root = Path(native.__file__).resolve().parents[2]
+    files = []
+    for path in native._SOURCES:
+        relative = path.relative_to(root).as_posix()
+        shown = subprocess.run(["git", "show", f"{commit}:{relative}"], cwd=root, capture_output=True, text=True)
+        if shown.returncode == 0:
+            (into / path.name).write_text(shown.stdout)
+            files.append(into / path.name)
+    return files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="HEAD",
+                        help="the git commit of build A (default HEAD: the last commit's kernels against your changes)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as old:
+        commit = subprocess.run(["git", "rev-parse", "--short", args.base], capture_output=True, text=True,
+                                check=True, cwd=Path(__file__).parent).stdout.strip()
+        builds = {"A": build(f"sts3d_kernels_{commit}", sources_at(commit, Path(old))),
+                  "B": build("sts3d_kernels_tree", native._SOURCES)}
+    print(f"A = {commit}, B = working tree; threads={args.threads} rounds={args.rounds} repeats={args.repeats} "
+          f"torch={torch.__version__} cpu={native.cpu_name()}")
+    print("layer (C, T, H, W), stride | A ms: plain faithful aligned | B ms: plain faithful aligned | A / B")
+    for shape, stride in LAYERS:
+        c = shape[0]
+        common = dict(stride=(1, stride, stride), padding=1, groups=c, bias=False)
+        convs = {"plain": DepthwiseConv3d(c, c, 3, impl="stencil", **common),
+                 **{mode: STSConv3d(c, c, 3, mode=mode, **common) for mode in ("faithful", "aligned")}}
+        x = torch.randn(2, *shape, requires_grad=True)
+        times: dict = {(b, v): [] for b in builds for v in convs}
+        for round_ in range(args.rounds):
+            for b in sorted(builds, reverse=round_ % 2 == 1):
+                native._built["module"] = builds[b]
+                for v, conv in convs.items():
+                    conv(x).sum().backward()  # warm: plans and buffers of this build
+                    start = time.perf_counter()
+                    for _ in range(args.repeats):
+                        conv(x).sum().backward()
+                    times[(b, v)].append((time.perf_counter() - start) / args.repeats * 1e3)
+        median = {key: statistics.median(values) for key, values in times.items()}
+        a, b = ([median[(build_, v)] for v in convs] for build_ in "AB")
+        print(f"{str(shape):<18} {stride} | " + " ".join(f"{t:7.2f}" for t in a) + " | "
+              + " ".join(f"{t:7.2f}" for t in b) + " | " + " ".join(f"{x / y:5.2f}" for x, y in zip(a, b)),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
