@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.cpp_extension import load
 
 from sts3d.models import native
 from sts3d.models.depthwise import DepthwiseConv3d
@@ -28,11 +27,6 @@ from sts3d.models.sts import STSConv3d
 LAYERS = [((54, 8, 32, 32), 1), ((108, 8, 16, 16), 1), ((216, 8, 8, 8), 1), ((432, 8, 4, 4), 1),
           ((54, 8, 64, 64), 2), ((108, 8, 32, 32), 2), ((216, 8, 16, 16), 2), ((432, 8, 8, 8), 2),
           ((64, 8, 32, 32), 1), ((128, 8, 16, 16), 1), ((256, 8, 8, 8), 1), ((512, 8, 4, 4), 1)]
-
-
-def build(name: str, sources: list[Path]):
-    return load(name, [str(path) for path in sources], extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                extra_ldflags=["-fopenmp"])
 
 
 def sources_at(commit: str, into: Path) -> list[Path]:
@@ -60,8 +54,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as old:
         commit = subprocess.run(["git", "rev-parse", "--short", args.base], capture_output=True, text=True,
                                 check=True, cwd=Path(__file__).parent).stdout.strip()
-        builds = {"A": build(f"sts3d_kernels_{commit}", sources_at(commit, Path(old))),
-                  "B": build("sts3d_kernels_tree", native._SOURCES)}
+        builds = {"A": native.compile_kernels(f"sts3d_kernels_{commit}", sources_at(commit, Path(old))),
+                  "B": native.compile_kernels("sts3d_kernels_tree", native._SOURCES)}
     print(f"A = {commit}, B = working tree; threads={args.threads} rounds={args.rounds} repeats={args.repeats} "
           f"torch={torch.__version__} cpu={native.cpu_name()}")
     print("layer (C, T, H, W), stride | A ms: plain faithful aligned | B ms: plain faithful aligned | A / B")

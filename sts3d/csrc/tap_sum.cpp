@@ -14,6 +14,7 @@
 #include <ATen/OpMathType.h>
 
 #include <algorithm>
+#include <array>
 #include <vector>
 
 namespace {
@@ -55,6 +56,12 @@ std::vector<Run> runs_of(int kind, bool faithful, int64_t T, int64_t H, int64_t 
   return runs;
 }
 
+// The runs of the three kinds of channel for planes of T x H x W
+using PlaneRuns = std::array<std::vector<Run>, 3>;
+PlaneRuns plane_runs(bool faithful, int64_t T, int64_t H, int64_t W) {
+  return {runs_of(0, faithful, T, H, W), runs_of(1, faithful, T, H, W), runs_of(2, faithful, T, H, W)};
+}
+
 template <typename A, typename S>
 inline void add_run(A* __restrict dst, const S* __restrict src, int64_t len) {
   for (int64_t i = 0; i < len; ++i) dst[i] += static_cast<A>(src[i]);
@@ -62,7 +69,7 @@ inline void add_run(A* __restrict dst, const S* __restrict src, int64_t len) {
 
 template <typename scalar_t>
 void sum_planes(const scalar_t* y, scalar_t* out, int64_t N, int64_t C, int64_t quarter,
-                const std::vector<Run> (&runs)[3], int64_t L) {
+                const PlaneRuns& runs, int64_t L) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer(L);
@@ -82,7 +89,7 @@ void sum_planes(const scalar_t* y, scalar_t* out, int64_t N, int64_t C, int64_t 
 
 template <typename scalar_t>
 void spread_planes(const scalar_t* grad, scalar_t* grad_y, int64_t N, int64_t C, int64_t quarter,
-                   const std::vector<Run> (&runs)[3], int64_t L) {
+                   const PlaneRuns& runs, int64_t L) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buffer(2 * L);
@@ -117,8 +124,7 @@ void tap_sum_forward(const at::Tensor& y, at::Tensor& out, int64_t quarter, bool
   const int64_t N = y.size(0), C = y.size(1) / 3, T = y.size(2), H = y.size(3), W = y.size(4);
   TORCH_CHECK(out.size(0) == N && out.size(1) == C && out.sizes().slice(2) == y.sizes().slice(2),
               "tap sum: output shape");
-  const std::vector<Run> runs[3] = {runs_of(0, faithful, T, H, W), runs_of(1, faithful, T, H, W),
-                                    runs_of(2, faithful, T, H, W)};
+  const PlaneRuns runs = plane_runs(faithful, T, H, W);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, y.scalar_type(), "tap_sum_forward", [&] {
     sum_planes<scalar_t>(y.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), N, C, quarter, runs, T * H * W);
   });
@@ -131,8 +137,7 @@ void tap_sum_backward(const at::Tensor& grad, at::Tensor& grad_y, int64_t quarte
   const int64_t N = grad.size(0), C = grad.size(1), T = grad.size(2), H = grad.size(3), W = grad.size(4);
   TORCH_CHECK(grad_y.size(0) == N && grad_y.size(1) == 3 * C && grad_y.sizes().slice(2) == grad.sizes().slice(2),
               "tap sum: input gradient shape");
-  const std::vector<Run> runs[3] = {runs_of(0, faithful, T, H, W), runs_of(1, faithful, T, H, W),
-                                    runs_of(2, faithful, T, H, W)};
+  const PlaneRuns runs = plane_runs(faithful, T, H, W);
   AT_DISPATCH_FLOATING_TYPES_AND(at::kBFloat16, grad.scalar_type(), "tap_sum_backward", [&] {
     spread_planes<scalar_t>(grad.data_ptr<scalar_t>(), grad_y.data_ptr<scalar_t>(), N, C, quarter, runs,
                             T * H * W);

@@ -48,23 +48,34 @@ def cpu_name() -> str:
     return f"{fields.get('model name', 'unknown CPU')}, {widest}"
 
 
+def _cpp_extension():
+    """``torch.utils.cpp_extension``, imported without its warning that no CUDA runtime was found (true, and
+    irrelevant to a CPU extension)."""
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        quiet.setLevel(level)
+    return cpp_extension
+
+
+def compile_kernels(name: str, sources: list[Path]):
+    """Builds ``sources`` as the extension ``name`` (or loads it from the cache) with the kernels' compiler flags;
+    also what ``bench/kernel_builds.py`` builds another commit's kernels with."""
+    return _cpp_extension().load(name, [str(path) for path in sources],
+                                 extra_cflags=["-O3", "-march=native", "-fopenmp"], extra_ldflags=["-fopenmp"])
+
+
 def _build():
     if os.environ.get("STS3D_NO_EXTENSION", "") not in ("", "0"):
         return None
     try:
-        # its import warns that no CUDA runtime was found: true, and irrelevant to a CPU extension
-        quiet = logging.getLogger("torch.utils.cpp_extension")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            from torch.utils.cpp_extension import _get_build_directory, load
-        finally:
-            quiet.setLevel(level)
         name = f"sts3d_native_{_cpu_tag()}"
-        if not (Path(_get_build_directory(name, verbose=False)) / f"{name}.so").exists():
+        if not (Path(_cpp_extension()._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
             print("sts3d: compiling the CPU kernels (once per machine, about 25 s)", file=sys.stderr, flush=True)
-        return load(name, [str(path) for path in _SOURCES], extra_cflags=["-O3", "-march=native", "-fopenmp"],
-                    extra_ldflags=["-fopenmp"])
+        return compile_kernels(name, _SOURCES)
     except Exception as error:  # no compiler, no ninja, a read-only cache...: the pure-PyTorch forms still work
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
         warnings.warn(f"sts3d: the compiled CPU kernels could not be built ({type(error).__name__}: {reason}); "
