@@ -1,8 +1,9 @@
 """CUDA depthwise kernels, layer by layer: the stock conv3d against the Triton kernels of
 :mod:`sts3d.models.cuda_stencil` at the module's settings and at others (``stream*``: outputs per program / warps of
 the streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel
-everywhere, ``stream_s1`` / ``stream_all``: by the streaming one at stride 1 / every stride; ``wgrad*``: the
-weight-gradient kernel's block / warps), and the STS depthwise conv in both modes at the defaults. Per form: ms
+everywhere, ``stream_s1``: by the streaming one at every stride-1 map; ``wgrad*``: the weight-gradient kernel's
+block / warps, ``wgrad_gather``: its gather of every tap per frame), and the STS depthwise conv in both modes at the
+defaults. First, the host's cost of a forward + backward (a tiny layer, where the GPU waits for the CPU). Per form: ms
 forward / forward + backward (input and weight gradients), ``triton.testing.do_bench`` wall-clock medians, which
 include the launch overhead, / forward + backward GPU time (the kernels' sum, from the profiler). The plain forms
 are checked against the stock conv first. A second table gives each kernel's GPU time for the stock conv and the
@@ -13,6 +14,7 @@ default kernels. For tuning on a new GPU.
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +25,12 @@ from sts3d.models import cuda_stencil
 from depthwise import layer_shapes
 
 SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_STREAM_STRIDES", "_STREAM_MIN_FRAME", "_TILE", "_WARPS", "_WGRAD_BLOCK",
-            "_WGRAD_WARPS")
+            "_WGRAD_WARPS", "_WGRAD_STREAM")
 DEFAULT = {k: getattr(cuda_stencil, k) for k in SETTINGS}
-TILES = {  # the default, then variants: the streaming kernel's tile and where it serves, weight-gradient block / warps
-    "stencil": {}, "stream64w2": dict(_STREAM_TILE=64, _STREAM_WARPS=2), "stream256w4": dict(_STREAM_TILE=256,
-    _STREAM_WARPS=4), "per_frame": dict(_STREAM_STRIDES=()), "stream_s1": dict(_STREAM_MIN_FRAME=0),
-    "stream_all": dict(_STREAM_STRIDES=(1, 2), _STREAM_MIN_FRAME=0),
-    "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2), "wgrad64w4": dict(_WGRAD_BLOCK=64, _WGRAD_WARPS=4)}
+TILES = {  # the default, then variants: where the streaming kernel serves, the weight gradient's kernel and block
+    "stencil": {}, "per_frame": dict(_STREAM_STRIDES=()), "stream_s1": dict(_STREAM_MIN_FRAME=0),
+    "wgrad_gather": dict(_WGRAD_STREAM=False), "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2),
+    "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4)}
 
 
 def set_tiles(**changes) -> None:
@@ -74,6 +75,25 @@ def device_time(run, reps: int = 10) -> tuple[float, dict[str, float]]:
     return sum(kernels.values()), kernels
 
 
+def host_cost(runs: dict, reps: int = 300) -> str:
+    """Microseconds per forward + backward of each form on a tiny layer, where the GPU waits for the host: the
+    Python and launch overhead that bounds small layers' wall time."""
+    x = torch.randn(1, 8, 2, 7, 7, device="cuda", requires_grad=True)
+    weight = torch.randn(8, 1, 3, 3, 3, device="cuda", requires_grad=True)
+    grad = torch.randn_like(x)
+    cells = []
+    for key in ("conv3d", "stencil", "sts_faithful"):
+        for _ in range(20):
+            runs[key](x, weight, grad)
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(reps):
+            runs[key](x, weight, grad)
+        torch.cuda.synchronize()
+        cells.append(f"{key} {(time.perf_counter() - start) / reps * 1e6:.0f}")
+    return "host cost of a forward + backward, us: " + ", ".join(cells)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -92,6 +112,7 @@ def main() -> None:
         for shape, count in layer_shapes(name, (args.batch, 3, args.frames, args.size, args.size)).items():
             shapes[shape] = shapes.get(shape, 0) + count
     names = list(forms(1))
+    print(host_cost(forms(1)), flush=True)
     print(f"{'C x T x H x W':<20}{'s':>3}{'n':>4}" + "".join(f"{k:>25}" for k in names)
           + f"{'stock/stencil':>14}{'GPU':>6}{'stock/best GPU':>16}")
     totals = {k: [0.0, 0.0] for k in names}

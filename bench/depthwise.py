@@ -18,7 +18,7 @@ import argparse
 import collections
 import statistics
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -37,8 +37,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def forms(device: torch.device) -> tuple[str, ...]:
-    return CUDA_FORMS if device.type == "cuda" else FORMS
+def forms(device: torch.device, only: Optional[list[str]] = None) -> tuple[str, ...]:
+    """The forms compared on ``device`` (the stock conv first), or those of them in ``only``."""
+    names = CUDA_FORMS if device.type == "cuda" else FORMS
+    return tuple(k for k in names if k == "conv3d" or only is None or k in only)
 
 
 def layer_shapes(name: str, clip: tuple[int, ...]) -> collections.Counter:
@@ -88,7 +90,7 @@ def max_error(conv: Callable, x: torch.Tensor, weight: torch.Tensor, grad: torch
 
 def bench_layers(name: str, args: argparse.Namespace) -> bool:
     device = torch.device(args.device)
-    names = forms(device)
+    names = forms(device, args.forms)
     clip = (args.batch, 3, args.frames, args.size, args.size)
     print(f"\n{name}: depthwise layers, median forward + backward ms of each form, stock / form, and the largest "
           "relative error of any form (output and both gradients, against float64)")
@@ -134,7 +136,7 @@ def step_runner(model: torch.nn.Module, x: torch.Tensor) -> Callable:
 
 def bench_step(name: str, args: argparse.Namespace) -> bool:
     device = torch.device(args.device)
-    names = forms(device)
+    names = forms(device, args.forms)
     impls = {k: k.removesuffix("_cl") for k in names}
     models = {k: create_backbone(name, depthwise_impl=impl).to(device).train() for k, impl in impls.items()}
     for model in models.values():
@@ -164,6 +166,7 @@ def main() -> None:
     parser.add_argument("--skip-layers", action="store_true")
     parser.add_argument("--skip-steps", action="store_true")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--forms", nargs="+", help="compare only these forms with the stock conv (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

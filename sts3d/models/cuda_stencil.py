@@ -9,8 +9,9 @@ offset computed from the output position:
   stride 1 on large frames, one per plane and tile that runs through the frames, reading each source frame's 9
   spatial taps once for the three output frames they reach (``_stream_kernel``; the ``_STREAM_*`` settings say where,
   from H100 timings);
-* weight gradient: one program per plane and tile that gathers every tap of each frame, adds the products up
-  elementwise over the frames and reduces once (``_weight_grad_kernel``).
+* weight gradient: one program per plane and tile that runs through the frames, adds the products up elementwise and
+  reduces once (``_weight_grad_kernel``); with three temporal taps each source frame's spatial taps are read once for
+  the three output frames they reach, else every tap is gathered per frame.
 
 The taps:
 
@@ -34,7 +35,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch.utils.flop_counter import register_flop_formula
@@ -52,6 +53,10 @@ PLAIN, FAITHFUL, ALIGNED = 0, 1, 2  # the operators' ``mode``
 _TILE, _WARPS = 256, 2
 # The weight gradient's programs: BLOCK outputs of a frame (each with up to 32 taps in registers), over all frames
 _WGRAD_BLOCK, _WGRAD_WARPS = 64, 2
+# Weight gradients of three temporal taps (every 3x3x3 conv) stream through the frames (_wgrad_stream). The gather
+# of every tap per frame (_wgrad_gather, the STS static half and other kernels) took 2x the GPU time of the
+# streaming forward and input gradient together on an H100 (64 x 8 x 56 x 56), in proportion to its loads.
+_WGRAD_STREAM = True
 # The streaming 3x3x3 kernel's tiles (outputs of a frame per program, warps), and where it serves: stride 1 and
 # frames of at least _STREAM_MIN_FRAME outputs. On an H100 (forward + input gradient, batch 8) it took 0.6x the
 # per-frame kernel's GPU time on 56x56 frames, but 1.2-2x on 28x28 and smaller (fewer programs, each running through
@@ -238,21 +243,14 @@ if triton is not None:
                     acc += v_k.to(tl.float32) * tl.load(weights + k).to(tl.float32)
                 tl.store(out + t * rows * cols, (acc + bias).to(out_ptr.dtype.element_ty), mask=inside)
 
-    @triton.jit(do_not_specialize=_SIZES)
-    def _weight_grad_kernel(x_ptr, grad_ptr, part_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
-                            KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
-                            TAPS: tl.constexpr, BLOCK: tl.constexpr):
-        """Per program (plane, ``BLOCK`` outputs of a frame) over all the plane's frames: ``part[.., k] = sum of
-        grad * what tap k reads``. Each frame gathers all the taps at once (rows of a ``TAPS x BLOCK`` block,
-        ``TAPS`` the next power of two of the kernel size); the products add up elementwise and reduce once per
-        program. (A reduction per frame and tap, 27 block-wide sums per frame tile, cost this pass 4x the
-        forward.)"""
-        plane = tl.program_id(0)
-        c = plane % C
-        p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)[None, :]
-        inside = p < OH * OW
-        oh = p // OW
-        ow = p % OW
+    @triton.jit
+    def _wgrad_gather(x, grad, part, c, SPLIT, T, H, W, OH, OW, FILLS, p, oh, ow, inside, KT: tl.constexpr,
+                      KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr, TAPS: tl.constexpr,
+                      BLOCK: tl.constexpr):
+        """Any kernel size, and the STS static half: each frame gathers all the taps at once (rows of a ``TAPS x
+        BLOCK`` block, ``TAPS`` the next power of two of the kernel size); the products add up elementwise over the
+        frames and reduce once. (A reduction per frame and tap, 27 block-wide sums per frame tile, cost this pass
+        4x the forward.)"""
         # row: tap (i, y, x) = (tap // (KH KW), tap // KW % KH, tap % KW), in frame t + i - KT // 2
         tap = tl.arange(0, TAPS)[:, None]
         at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, tap // KW % KH - KH // 2, tap % KW - KW // 2, False)
@@ -265,16 +263,68 @@ if triton is not None:
                     ok = tl.where(tap == k, ok_k, ok)
                 dt = tap * 0
         ok = ok & inside & (tap < KT * KH * KW)
-        x = x_ptr + plane.to(tl.int64) * T * H * W
-        grad = grad_ptr + plane.to(tl.int64) * T * OH * OW + p
         acc = tl.zeros([TAPS, BLOCK], dtype=tl.float32)
         for t in range(T):
             ts = t + dt
             g = tl.load(grad + t * OH * OW, mask=inside, other=0.0).to(tl.float32)
             v = tl.load(x + ts * H * W + at, mask=ok & (ts >= 0) & (ts < T), other=0.0)
             acc += v.to(tl.float32) * g
-        part = part_ptr + (plane.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * KT * KH * KW
         tl.store(part + tl.arange(0, TAPS), tl.sum(acc, 1), mask=tl.arange(0, TAPS) < KT * KH * KW)
+
+    @triton.jit
+    def _wgrad_stream(x, grad, part, T, H, W, OH, OW, oh, ow, inside, KH: tl.constexpr, KW: tl.constexpr,
+                      S: tl.constexpr, BLOCK: tl.constexpr):
+        """Three temporal taps (``KH KW <= 16``): each source frame's spatial taps are read once and multiply the
+        output gradients of the three frames they reach, which travel with the loop: a third of the gathers of
+        :func:`_wgrad_gather`."""
+        tap = tl.arange(0, 16)[:, None]  # spatial tap (y, x) = (tap // KW, tap % KW), KH KW of 16 rows
+        at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, tap // KW - KH // 2, tap % KW - KW // 2, False)
+        ok = ok & inside & (tap < KH * KW)
+        # temporal tap i: output t reads frame t + i - 1, so source frame f feeds output f + 1 through tap 0, f
+        # through tap 1 and f - 1 through tap 2
+        first = tl.zeros([16, BLOCK], dtype=tl.float32)
+        middle = tl.zeros([16, BLOCK], dtype=tl.float32)
+        last = tl.zeros([16, BLOCK], dtype=tl.float32)
+        g_behind = tl.zeros([1, BLOCK], dtype=tl.float32)
+        g_here = tl.load(grad, mask=inside, other=0.0).to(tl.float32)
+        for f in range(T):
+            g_ahead = tl.load(grad + (f + 1) * OH * OW, mask=inside & (f + 1 < T), other=0.0).to(tl.float32)
+            v = tl.load(x + f * H * W + at, mask=ok, other=0.0).to(tl.float32)
+            first += v * g_ahead
+            middle += v * g_here
+            last += v * g_behind
+            g_behind = g_here
+            g_here = g_ahead
+        rows = tl.arange(0, 16)
+        tl.store(part + rows, tl.sum(first, 1), mask=rows < KH * KW)
+        tl.store(part + KH * KW + rows, tl.sum(middle, 1), mask=rows < KH * KW)
+        tl.store(part + 2 * KH * KW + rows, tl.sum(last, 1), mask=rows < KH * KW)
+
+    @triton.jit(do_not_specialize=_SIZES)
+    def _weight_grad_kernel(x_ptr, grad_ptr, part_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
+                            KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
+                            TAPS: tl.constexpr, BLOCK: tl.constexpr, STREAM: tl.constexpr):
+        """Per program (plane, ``BLOCK`` outputs of a frame) over all the plane's frames: ``part[.., k] = sum of
+        grad * what tap k reads``. ``STREAM`` (three temporal taps): the plain channels by :func:`_wgrad_stream`,
+        else all by :func:`_wgrad_gather`."""
+        plane = tl.program_id(0)
+        c = plane % C
+        p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)[None, :]
+        inside = p < OH * OW
+        oh = p // OW
+        ow = p % OW
+        x = x_ptr + plane.to(tl.int64) * T * H * W
+        grad = grad_ptr + plane.to(tl.int64) * T * OH * OW + p
+        part = part_ptr + (plane.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * KT * KH * KW
+        if STREAM:
+            if c >= SPLIT:
+                _wgrad_stream(x, grad, part, T, H, W, OH, OW, oh, ow, inside, KH, KW, S, BLOCK)
+            else:
+                _wgrad_gather(x, grad, part, c, SPLIT, T, H, W, OH, OW, FILLS, p, oh, ow, inside, KT, KH, KW, S,
+                              MODE, TAPS, BLOCK)
+        else:
+            _wgrad_gather(x, grad, part, c, SPLIT, T, H, W, OH, OW, FILLS, p, oh, ow, inside, KT, KH, KW, S, MODE,
+                          TAPS, BLOCK)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -294,61 +344,91 @@ def _tiling(frames: int, rows: int, cols: int, tile: int) -> tuple[tuple[int, in
     return (frames, _cdiv(rows, bh), _cdiv(cols, bw)), bh, bw
 
 
-def _layer(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> dict:
-    """The kernels' size and mode arguments for this conv."""
-    c, t, h, w = x.shape[1:]
+class _Launch(NamedTuple):
+    """One kernel launch: the Triton kernel, its grid, its run-time sizes (after the pointers) and compile-time
+    arguments."""
+    kernel: object
+    grid: tuple[int, ...]
+    sizes: tuple[int, ...]
+    consts: dict
+
+
+class _Plan(NamedTuple):
+    """A conv's three passes and the sizes they need."""
+    out_hw: tuple[int, int]
+    forward: _Launch
+    input_grad: _Launch
+    weight_grad: _Launch
+    tiles: int  # the weight gradient's partial sums per plane
+
+
+def _settings() -> tuple:
+    """The tunables above, read per call (benchmarks and tests change them)."""
+    return (_TILE, _WARPS, _WGRAD_BLOCK, _WGRAD_WARPS, _WGRAD_STREAM, _STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES,
+            _STREAM_MIN_FRAME)
+
+
+@functools.lru_cache(maxsize=1024)
+def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mode: int, settings: tuple) -> _Plan:
+    """The launches of a conv of ``kernel`` ``(kt, kh, kw)`` on an input of ``shape`` ``(N, C, T, H, W)``, worked
+    out once per layer: the Python that chooses kernels and tiles costs as much as a small layer's kernels take on a
+    GPU. Forward and input gradient: ``3x3x3`` kernels stream through the frames where that was faster (the
+    ``_STREAM_*`` settings), the others take a program per frame."""
+    tile, warps, w_block, w_warps, w_stream, s_tile, s_warps, s_strides, s_min_frame = settings
+    n, c, t, h, w = shape
     oh, ow = out_size(h, stride), out_size(w, stride)
-    kt, kh, kw = weight.shape[2:]
-    fills = line_fills_map(h, w, stride)
-    return dict(C=c, SPLIT=0 if mode == PLAIN else c // 2, T=t, H=h, W=w, OH=oh, OW=ow, FILLS=int(fills), KT=kt,
-                KH=kh, KW=kw, S=stride, MODE=mode, ONE_FRAME=t == 1)
+    kt, kh, kw = kernel
+    sizes = (c, 0 if mode == PLAIN else c // 2, t, h, w, oh, ow, int(line_fills_map(h, w, stride)))
+    streams = stride in s_strides and oh * ow >= s_min_frame and kernel == (3, 3, 3)
+
+    def conv_pass(transposed: bool) -> _Launch:
+        rows, cols = (h, w) if transposed else (oh, ow)
+        if streams:
+            grid, bh, bw = _tiling(n * c, rows, cols, s_tile)
+            return _Launch(_stream_kernel, grid, sizes, dict(S=stride, MODE=mode, ONE_FRAME=t == 1,
+                                                             TRANSPOSED=transposed, BH=bh, BW=bw, num_warps=s_warps))
+        grid, bh, bw = _tiling(n * c * t, rows, cols, tile)
+        return _Launch(_conv_kernel, grid, sizes, dict(KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, ONE_FRAME=t == 1,
+                                                       TRANSPOSED=transposed, BH=bh, BW=bw, num_warps=warps))
+
+    block = min(w_block, _pow2(oh * ow))
+    tiles = _cdiv(oh * ow, block)
+    weight_grad = _Launch(_weight_grad_kernel, (n * c, tiles), sizes,
+                          dict(KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, TAPS=_pow2(kt * kh * kw), BLOCK=block,
+                               STREAM=w_stream and kt == 3 and kh * kw <= 16, num_warps=w_warps))
+    return _Plan((oh, ow), conv_pass(False), conv_pass(True), weight_grad, tiles)
 
 
-def _launch(src: torch.Tensor, out: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], sizes: dict,
-            transposed: bool) -> torch.Tensor:
-    """The forward (``transposed=False``) or the input gradient into ``out``: ``3x3x3`` kernels stream through
-    the frames where that was faster (the ``_STREAM_*`` settings), the others take a program per frame."""
-    n, c, t = out.shape[:3]
-    bias_arg = bias if bias is not None else weight
-    if (sizes["S"] in _STREAM_STRIDES and sizes["OH"] * sizes["OW"] >= _STREAM_MIN_FRAME
-            and (sizes["KT"], sizes["KH"], sizes["KW"]) == (3, 3, 3)):
-        grid, bh, bw = _tiling(n * c, *out.shape[3:], _STREAM_TILE)
-        _stream_kernel[grid](src, weight, bias_arg, out, sizes["C"], sizes["SPLIT"], t, sizes["H"], sizes["W"],
-                             sizes["OH"], sizes["OW"], sizes["FILLS"], S=sizes["S"], MODE=sizes["MODE"],
-                             ONE_FRAME=sizes["ONE_FRAME"], TRANSPOSED=transposed, HAS_BIAS=bias is not None, BH=bh,
-                             BW=bw, num_warps=_STREAM_WARPS)
-    else:
-        grid, bh, bw = _tiling(n * c * t, *out.shape[3:], _TILE)
-        _conv_kernel[grid](src, weight, bias_arg, out, **sizes, TRANSPOSED=transposed, HAS_BIAS=bias is not None,
-                           BH=bh, BW=bw, num_warps=_WARPS)
-    return out
+def _plan_of(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> _Plan:
+    return _plan(tuple(x.shape), tuple(weight.shape[2:]), stride, mode, _settings())
 
 
 def _forward_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int,
                   mode: int) -> torch.Tensor:
     """x ``(N, C, T, H, W)`` contiguous; weight ``(C, 1, kt, kh, kw)``; ``mode``: PLAIN, FAITHFUL or ALIGNED."""
-    sizes = _layer(x, weight, stride, mode)
-    out = x.new_empty(*x.shape[:3], sizes["OH"], sizes["OW"])
-    return _launch(x, out, weight.contiguous(), bias, sizes, transposed=False)
+    plan = _plan_of(x, weight, stride, mode)
+    out = x.new_empty(*x.shape[:3], *plan.out_hw)
+    weight = weight.contiguous()
+    run = plan.forward
+    run.kernel[run.grid](x, weight, bias if bias is not None else weight, out, *run.sizes,
+                         HAS_BIAS=bias is not None, **run.consts)
+    return out
 
 
 def _backward_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int, need_x: bool,
                    need_w: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Input and weight gradients (empty where not needed)."""
-    sizes = _layer(x, weight, stride, mode)
+    plan = _plan_of(x, weight, stride, mode)
     weight = weight.contiguous()
-    grad_x = _launch(grad, torch.empty_like(x), weight, None, sizes, transposed=True) if need_x else x.new_empty(0)
-    grad_w = weight.new_empty(0)
+    grad_x, grad_w = x.new_empty(0), weight.new_empty(0)
+    if need_x:
+        grad_x = torch.empty_like(x)
+        run = plan.input_grad
+        run.kernel[run.grid](grad, weight, weight, grad_x, *run.sizes, HAS_BIAS=False, **run.consts)
     if need_w:
-        n, c = x.shape[:2]
-        taps = weight[0].numel()
-        block = min(_WGRAD_BLOCK, _pow2(sizes["OH"] * sizes["OW"]))
-        tiles = _cdiv(sizes["OH"] * sizes["OW"], block)
-        part = torch.empty(n, c, tiles, taps, dtype=torch.float32, device=x.device)
-        _weight_grad_kernel[(n * c, tiles)](x, grad, part, sizes["C"], sizes["SPLIT"], sizes["T"], sizes["H"],
-                                             sizes["W"], sizes["OH"], sizes["OW"], sizes["FILLS"], KT=sizes["KT"],
-                                             KH=sizes["KH"], KW=sizes["KW"], S=stride, MODE=mode,
-                                             TAPS=_pow2(taps), BLOCK=block, num_warps=_WGRAD_WARPS)
+        part = torch.empty(*x.shape[:2], plan.tiles, weight[0].numel(), dtype=torch.float32, device=x.device)
+        run = plan.weight_grad
+        run.kernel[run.grid](x, grad, part, *run.sizes, **run.consts)
         grad_w = part.sum((0, 2)).view_as(weight).to(weight.dtype)
     return grad_x, grad_w
 
