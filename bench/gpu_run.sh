@@ -62,11 +62,11 @@ for name in $parts; do
                 export STS3D_NO_EXTENSION=1
             fi ;;
         kernels) STS3D_NO_EXTENSION=0 part kernels 150 python3 bench/cuda_kernels.py ;;
-        depthwise) part depthwise 75 python3 bench/depthwise.py --device cuda --batch 8 --size 224 --rounds 9 \
+        depthwise) part depthwise 75 python3 bench/depthwise.py --device cuda --forms stencil --batch 8 --size 224 --rounds 9 \
             --skip-layers ;;
-        depthwise_x3d) part depthwise_x3d 60 python3 bench/depthwise.py --device cuda --models x3d_s --batch 32 \
+        depthwise_x3d) part depthwise_x3d 60 python3 bench/depthwise.py --device cuda --forms stencil --models x3d_s --batch 32 \
             --frames 13 --size 160 --rounds 5 --skip-layers ;;  # the K400 config's batch and clip
-        depthwise_csn) part depthwise_csn 70 python3 bench/depthwise.py --device cuda --models csn50_ir --batch 8 \
+        depthwise_csn) part depthwise_csn 70 python3 bench/depthwise.py --device cuda --forms stencil --models csn50_ir --batch 8 \
             --frames 32 --size 224 --rounds 3 --skip-layers ;;  # the K400 config's clip, half its batch of 16
         sts) part sts 100 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7 --instances 1 ;;
         sts_layers) part sts_layers 80 python3 bench/sts_layers.py --device cuda --batch 8 --size 224 --rounds 5 \
