@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,7 @@ def set_tiles(**changes) -> None:
         setattr(cuda_stencil, key, value)
 
 
-def forms(s: int) -> dict:
+def forms(s: int, variants: Optional[list[str]] = None) -> dict:
     """name -> run(x, weight, grad): the output when ``grad`` is None, else forward and backward, the gradients."""
     def stock(x, w, g):
         out = F.conv3d(x, w, stride=(1, s, s), padding=1, groups=x.shape[1])
@@ -51,15 +52,16 @@ def forms(s: int) -> dict:
             return out if g is None else torch.autograd.grad(out, (x, w), g)
         return run
 
-    def sts(faithful):
+    def sts(faithful, tiles=None):
         def run(x, w, g):
-            set_tiles()
+            set_tiles(**(tiles or {}))
             out = cuda_stencil.sts_depthwise_cuda(x, w, s, faithful)
             return out if g is None else torch.autograd.grad(out, (x, w), g)
         return run
 
-    return {"conv3d": stock, **{k: stencil(v) for k, v in TILES.items()}, "sts_faithful": sts(True),
-            "sts_aligned": sts(False)}
+    every = {"conv3d": stock, **{k: stencil(v) for k, v in TILES.items()}, "sts_faithful": sts(True),
+             "sts_aligned": sts(False), "sts_faithful_wgrad32": sts(True, dict(_WGRAD_BLOCK=32))}
+    return {k: v for k, v in every.items() if k in ("conv3d", "stencil") or variants is None or k in variants}
 
 
 def device_time(run, reps: int = 10) -> tuple[float, dict[str, float]]:
@@ -100,6 +102,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--models", nargs="+", default=["csn50_ir", "x3d_s"])
+    parser.add_argument("--variants", nargs="+", help="time only these forms beside conv3d and stencil (default: all)")
     args = parser.parse_args()
     if not cuda_stencil.available():
         print("no CUDA device with triton here: nothing to time")
@@ -111,7 +114,7 @@ def main() -> None:
     for name in args.models:
         for shape, count in layer_shapes(name, (args.batch, 3, args.frames, args.size, args.size)).items():
             shapes[shape] = shapes.get(shape, 0) + count
-    names = list(forms(1))
+    names = list(forms(1, args.variants))
     print(host_cost(forms(1)), flush=True)
     print(f"{'C x T x H x W':<20}{'s':>3}{'n':>4}" + "".join(f"{k:>25}" for k in names)
           + f"{'stock/stencil':>14}{'GPU':>6}{'stock/best GPU':>16}")
@@ -120,7 +123,7 @@ def main() -> None:
     for (c, t, h, w, s), count in shapes.items():
         x = torch.randn(args.batch, c, t, h, w, device="cuda", requires_grad=True)
         weight = torch.randn(c, 1, 3, 3, 3, device="cuda", requires_grad=True)
-        runs = forms(s)
+        runs = forms(s, args.variants)
         ref_out = runs["conv3d"](x, weight, None)
         grad = torch.randn_like(ref_out)
         ref_grads = runs["conv3d"](x, weight, grad)
@@ -151,13 +154,14 @@ def main() -> None:
                         for v in cells.values())
               + f"{ratios[0]:>13.2f}x{ratios[1]:>5.2f}x{stock[2] / min(plain, default=float('nan')):>15.2f}x",
               flush=True)
-        splits.append((f"{c} x {t} x {h} x {w} s{s}", kernels.get("conv3d", {}), kernels.get("stencil", {})))
+        splits.append((f"{c} x {t} x {h} x {w} s{s}", kernels.get("conv3d", {}), kernels.get("stencil", {}),
+                       kernels.get("sts_faithful", {})))
     print("sum over layers x count, ms wall / GPU: " + ", ".join(f"{k} {v[0]:.2f} / {v[1]:.2f}"
                                                                  for k, v in totals.items()))
-    print("\nGPU ms per kernel, forward + backward: stock conv3d | default stencil")
-    for layer, stock, ours in splits:
-        print(f"{layer:<26}" + ", ".join(f"{k[:40]} {v:.3f}" for k, v in stock.items()) + " | "
-              + ", ".join(f"{k[:40]} {v:.3f}" for k, v in ours.items()), flush=True)
+    print("\nGPU ms per kernel, forward + backward: stock conv3d | default stencil | faithful STS")
+    for layer, *parts in splits:
+        print(f"{layer:<26}" + " | ".join(", ".join(f"{k[:30]} {v:.3f}" for k, v in part.items()) for part in parts),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ import torch
 from torch.utils.flop_counter import register_flop_formula
 
 from .strided import line_fills_map, out_size
+from .triton_launch import Launch
 
 try:
     import triton
@@ -244,24 +245,15 @@ if triton is not None:
                 tl.store(out + t * rows * cols, (acc + bias).to(out_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
-    def _wgrad_gather(x, grad, part, c, SPLIT, T, H, W, OH, OW, FILLS, p, oh, ow, inside, KT: tl.constexpr,
-                      KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr, TAPS: tl.constexpr,
-                      BLOCK: tl.constexpr):
-        """Any kernel size, and the STS static half: each frame gathers all the taps at once (rows of a ``TAPS x
-        BLOCK`` block, ``TAPS`` the next power of two of the kernel size); the products add up elementwise over the
-        frames and reduce once. (A reduction per frame and tap, 27 block-wide sums per frame tile, cost this pass
-        4x the forward.)"""
+    def _wgrad_gather(x, grad, part, T, H, W, OH, OW, oh, ow, inside, KT: tl.constexpr, KH: tl.constexpr,
+                      KW: tl.constexpr, S: tl.constexpr, TAPS: tl.constexpr, BLOCK: tl.constexpr):
+        """Any kernel size: each frame gathers all the taps at once (rows of a ``TAPS x BLOCK`` block, ``TAPS`` the
+        next power of two of the kernel size); the products add up elementwise over the frames and reduce once. (A
+        reduction per frame and tap, 27 block-wide sums per frame tile, cost this pass 4x the forward.)"""
         # row: tap (i, y, x) = (tap // (KH KW), tap // KW % KH, tap % KW), in frame t + i - KT // 2
         tap = tl.arange(0, TAPS)[:, None]
         at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, tap // KW % KH - KH // 2, tap % KW - KW // 2, False)
         dt = tap // (KH * KW) - KT // 2
-        if MODE != 0:
-            if c < SPLIT:  # STS static half: row k the static tap k, all in frame t
-                for k in tl.static_range(27):
-                    at_k, ok_k = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, False)
-                    at = tl.where(tap == k, at_k, at)
-                    ok = tl.where(tap == k, ok_k, ok)
-                dt = tap * 0
         ok = ok & inside & (tap < KT * KH * KW)
         acc = tl.zeros([TAPS, BLOCK], dtype=tl.float32)
         for t in range(T):
@@ -270,6 +262,49 @@ if triton is not None:
             v = tl.load(x + ts * H * W + at, mask=ok & (ts >= 0) & (ts < T), other=0.0)
             acc += v.to(tl.float32) * g
         tl.store(part + tl.arange(0, TAPS), tl.sum(acc, 1), mask=tl.arange(0, TAPS) < KT * KH * KW)
+
+    @triton.jit
+    def _static_group(group: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS, MODE: tl.constexpr):
+        """Offsets and masks (forward direction) of the STS static taps ``9 group`` to ``9 group + 8`` as the rows
+        of a 16-row block: group 0 the width line, 1 the centre ``3x3``, 2 the height line (:func:`_static_tap`'s
+        order), computed for all nine at once."""
+        r = tl.arange(0, 16)[:, None]
+        if group == 1:
+            at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, r // 3 - 1, r % 3 - 1, False)
+        elif MODE == 2:
+            if group == 0:
+                at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, r * 0, r - 4, False)
+            else:
+                at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, r - 4, r * 0, False)
+        else:
+            at, ok = _line_tap(oh, ow, H, W, OH, OW, S, r - 4, FILLS, group == 2, False)
+        return at, ok & (r < 9)
+
+    @triton.jit
+    def _wgrad_static(x, grad, part, T, H, W, OH, OW, FILLS, oh, ow, inside, S: tl.constexpr, MODE: tl.constexpr,
+                      BLOCK: tl.constexpr):
+        """The STS static half, whose 27 taps all read frame ``t``: three blocks of 9 taps (16 rows each), their
+        offsets computed once per program. (Selecting each of 27 taps into one 32-row block cost this pass 3-4x
+        the plain kernel's.)"""
+        at_w, ok_w = _static_group(0, oh, ow, H, W, OH, OW, S, FILLS, MODE)
+        at_c, ok_c = _static_group(1, oh, ow, H, W, OH, OW, S, FILLS, MODE)
+        at_h, ok_h = _static_group(2, oh, ow, H, W, OH, OW, S, FILLS, MODE)
+        ok_w = ok_w & inside
+        ok_c = ok_c & inside
+        ok_h = ok_h & inside
+        width = tl.zeros([16, BLOCK], dtype=tl.float32)
+        centre = tl.zeros([16, BLOCK], dtype=tl.float32)
+        height = tl.zeros([16, BLOCK], dtype=tl.float32)
+        for t in range(T):
+            g = tl.load(grad + t * OH * OW, mask=inside, other=0.0).to(tl.float32)
+            frame = x + t * H * W
+            width += tl.load(frame + at_w, mask=ok_w, other=0.0).to(tl.float32) * g
+            centre += tl.load(frame + at_c, mask=ok_c, other=0.0).to(tl.float32) * g
+            height += tl.load(frame + at_h, mask=ok_h, other=0.0).to(tl.float32) * g
+        rows = tl.arange(0, 16)
+        tl.store(part + rows, tl.sum(width, 1), mask=rows < 9)
+        tl.store(part + 9 + rows, tl.sum(centre, 1), mask=rows < 9)
+        tl.store(part + 18 + rows, tl.sum(height, 1), mask=rows < 9)
 
     @triton.jit
     def _wgrad_stream(x, grad, part, T, H, W, OH, OW, oh, ow, inside, KH: tl.constexpr, KW: tl.constexpr,
@@ -305,8 +340,8 @@ if triton is not None:
                             KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
                             TAPS: tl.constexpr, BLOCK: tl.constexpr, STREAM: tl.constexpr):
         """Per program (plane, ``BLOCK`` outputs of a frame) over all the plane's frames: ``part[.., k] = sum of
-        grad * what tap k reads``. ``STREAM`` (three temporal taps): the plain channels by :func:`_wgrad_stream`,
-        else all by :func:`_wgrad_gather`."""
+        grad * what tap k reads``. The STS static half by :func:`_wgrad_static`; the plain channels by
+        :func:`_wgrad_stream` with ``STREAM`` (three temporal taps), else by :func:`_wgrad_gather`."""
         plane = tl.program_id(0)
         c = plane % C
         p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)[None, :]
@@ -316,15 +351,15 @@ if triton is not None:
         x = x_ptr + plane.to(tl.int64) * T * H * W
         grad = grad_ptr + plane.to(tl.int64) * T * OH * OW + p
         part = part_ptr + (plane.to(tl.int64) * tl.num_programs(1) + tl.program_id(1)) * KT * KH * KW
-        if STREAM:
-            if c >= SPLIT:
-                _wgrad_stream(x, grad, part, T, H, W, OH, OW, oh, ow, inside, KH, KW, S, BLOCK)
-            else:
-                _wgrad_gather(x, grad, part, c, SPLIT, T, H, W, OH, OW, FILLS, p, oh, ow, inside, KT, KH, KW, S,
-                              MODE, TAPS, BLOCK)
+        static = False
+        if MODE != 0:
+            static = c < SPLIT
+        if static:
+            _wgrad_static(x, grad, part, T, H, W, OH, OW, FILLS, oh, ow, inside, S, MODE, BLOCK)
+        elif STREAM:
+            _wgrad_stream(x, grad, part, T, H, W, OH, OW, oh, ow, inside, KH, KW, S, BLOCK)
         else:
-            _wgrad_gather(x, grad, part, c, SPLIT, T, H, W, OH, OW, FILLS, p, oh, ow, inside, KT, KH, KW, S, MODE,
-                          TAPS, BLOCK)
+            _wgrad_gather(x, grad, part, T, H, W, OH, OW, oh, ow, inside, KT, KH, KW, S, TAPS, BLOCK)
 
 
 def _cdiv(a: int, b: int) -> int:
@@ -344,21 +379,12 @@ def _tiling(frames: int, rows: int, cols: int, tile: int) -> tuple[tuple[int, in
     return (frames, _cdiv(rows, bh), _cdiv(cols, bw)), bh, bw
 
 
-class _Launch(NamedTuple):
-    """One kernel launch: the Triton kernel, its grid, its run-time sizes (after the pointers) and compile-time
-    arguments."""
-    kernel: object
-    grid: tuple[int, ...]
-    sizes: tuple[int, ...]
-    consts: dict
-
-
 class _Plan(NamedTuple):
     """A conv's three passes and the sizes they need."""
     out_hw: tuple[int, int]
-    forward: _Launch
-    input_grad: _Launch
-    weight_grad: _Launch
+    forward: Launch
+    input_grad: Launch
+    weight_grad: Launch
     tiles: int  # the weight gradient's partial sums per plane
 
 
@@ -369,7 +395,8 @@ def _settings() -> tuple:
 
 
 @functools.lru_cache(maxsize=1024)
-def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mode: int, settings: tuple) -> _Plan:
+def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mode: int, has_bias: bool,
+          settings: tuple) -> _Plan:
     """The launches of a conv of ``kernel`` ``(kt, kh, kw)`` on an input of ``shape`` ``(N, C, T, H, W)``, worked
     out once per layer: the Python that chooses kernels and tiles costs as much as a small layer's kernels take on a
     GPU. Forward and input gradient: ``3x3x3`` kernels stream through the frames where that was faster (the
@@ -381,37 +408,35 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
     sizes = (c, 0 if mode == PLAIN else c // 2, t, h, w, oh, ow, int(line_fills_map(h, w, stride)))
     streams = stride in s_strides and oh * ow >= s_min_frame and kernel == (3, 3, 3)
 
-    def conv_pass(transposed: bool) -> _Launch:
+    def conv_pass(transposed: bool) -> Launch:
         rows, cols = (h, w) if transposed else (oh, ow)
+        flags = dict(S=stride, MODE=mode, ONE_FRAME=t == 1, TRANSPOSED=transposed,
+                     HAS_BIAS=has_bias and not transposed)
         if streams:
             grid, bh, bw = _tiling(n * c, rows, cols, s_tile)
-            return _Launch(_stream_kernel, grid, sizes, dict(S=stride, MODE=mode, ONE_FRAME=t == 1,
-                                                             TRANSPOSED=transposed, BH=bh, BW=bw, num_warps=s_warps))
+            return Launch(_stream_kernel, grid, sizes, dict(**flags, BH=bh, BW=bw), s_warps)
         grid, bh, bw = _tiling(n * c * t, rows, cols, tile)
-        return _Launch(_conv_kernel, grid, sizes, dict(KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, ONE_FRAME=t == 1,
-                                                       TRANSPOSED=transposed, BH=bh, BW=bw, num_warps=warps))
+        return Launch(_conv_kernel, grid, sizes, dict(KT=kt, KH=kh, KW=kw, **flags, BH=bh, BW=bw), warps)
 
     block = min(w_block, _pow2(oh * ow))
     tiles = _cdiv(oh * ow, block)
-    weight_grad = _Launch(_weight_grad_kernel, (n * c, tiles), sizes,
-                          dict(KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, TAPS=_pow2(kt * kh * kw), BLOCK=block,
-                               STREAM=w_stream and kt == 3 and kh * kw <= 16, num_warps=w_warps))
+    weight_grad = Launch(_weight_grad_kernel, (n * c, tiles), sizes,
+                         dict(KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, TAPS=_pow2(kt * kh * kw), BLOCK=block,
+                              STREAM=w_stream and kt == 3 and kh * kw <= 16), w_warps)
     return _Plan((oh, ow), conv_pass(False), conv_pass(True), weight_grad, tiles)
 
 
-def _plan_of(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int) -> _Plan:
-    return _plan(tuple(x.shape), tuple(weight.shape[2:]), stride, mode, _settings())
+def _plan_of(x: torch.Tensor, weight: torch.Tensor, stride: int, mode: int, has_bias: bool = False) -> _Plan:
+    return _plan(tuple(x.shape), tuple(weight.shape[2:]), stride, mode, has_bias, _settings())
 
 
 def _forward_impl(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int,
                   mode: int) -> torch.Tensor:
     """x ``(N, C, T, H, W)`` contiguous; weight ``(C, 1, kt, kh, kw)``; ``mode``: PLAIN, FAITHFUL or ALIGNED."""
-    plan = _plan_of(x, weight, stride, mode)
+    plan = _plan_of(x, weight, stride, mode, bias is not None)
     out = x.new_empty(*x.shape[:3], *plan.out_hw)
     weight = weight.contiguous()
-    run = plan.forward
-    run.kernel[run.grid](x, weight, bias if bias is not None else weight, out, *run.sizes,
-                         HAS_BIAS=bias is not None, **run.consts)
+    plan.forward(x, weight, bias if bias is not None else weight, out)
     return out
 
 
@@ -423,12 +448,10 @@ def _backward_impl(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, st
     grad_x, grad_w = x.new_empty(0), weight.new_empty(0)
     if need_x:
         grad_x = torch.empty_like(x)
-        run = plan.input_grad
-        run.kernel[run.grid](grad, weight, weight, grad_x, *run.sizes, HAS_BIAS=False, **run.consts)
+        plan.input_grad(grad, weight, weight, grad_x)
     if need_w:
         part = torch.empty(*x.shape[:2], plan.tiles, weight[0].numel(), dtype=torch.float32, device=x.device)
-        run = plan.weight_grad
-        run.kernel[run.grid](x, grad, part, *run.sizes, **run.consts)
+        plan.weight_grad(x, grad, part)
         grad_w = part.sum((0, 2)).view_as(weight).to(weight.dtype)
     return grad_x, grad_w
 

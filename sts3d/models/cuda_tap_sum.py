@@ -12,9 +12,12 @@ dtype. Offered where :func:`sts3d.models.cuda_stencil.takes` the dtype; runs on 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from .cuda_stencil import _cdiv, triton
+from .triton_launch import Launch
 
 if triton is not None:
     import triton.language as tl
@@ -84,26 +87,26 @@ if triton is not None:
 _BLOCK, _WARPS = 1024, 4
 
 
-def _sizes(y: torch.Tensor, quarter: int) -> tuple[int, ...]:
-    n, c3, t, h, w = y.shape
-    return c3 // 3, quarter, t, h, w
+@functools.lru_cache(maxsize=1024)
+def _launches(shape: tuple[int, ...], quarter: int, faithful: bool) -> tuple[Launch, Launch]:
+    """The sum's and the spread's launch for a tap sum of ``(N, C, T, H, W)`` outputs, once per layer."""
+    n, c, t, h, w = shape
+    grid, sizes = (n * c, _cdiv(t * h * w, _BLOCK)), (c, quarter, t, h, w)
+    consts = dict(FAITHFUL=faithful, BLOCK=_BLOCK)
+    return Launch(_sum_kernel, grid, sizes, consts, _WARPS), Launch(_spread_kernel, grid, sizes, consts, _WARPS)
 
 
 def _sum_impl(y: torch.Tensor, quarter: int, faithful: bool) -> torch.Tensor:
     """y ``(N, 3 C, T, H, W)`` contiguous -> ``(N, C, T, H, W)``."""
-    c, q, t, h, w = _sizes(y, quarter)
-    out = y.new_empty(y.shape[0], c, t, h, w)
-    _sum_kernel[(y.shape[0] * c, _cdiv(t * h * w, _BLOCK))](y, out, c, q, t, h, w, FAITHFUL=faithful, BLOCK=_BLOCK,
-                                                             num_warps=_WARPS)
+    out = y.new_empty(y.shape[0], y.shape[1] // 3, *y.shape[2:])
+    _launches(tuple(out.shape), quarter, faithful)[0](y, out)
     return out
 
 
 def _spread_impl(grad: torch.Tensor, quarter: int, faithful: bool) -> torch.Tensor:
     """grad ``(N, C, T, H, W)`` contiguous -> ``(N, 3 C, T, H, W)``."""
-    n, c, t, h, w = grad.shape
-    grad_y = grad.new_empty(n, 3 * c, t, h, w)
-    _spread_kernel[(n * c, _cdiv(t * h * w, _BLOCK))](grad, grad_y, c, quarter, t, h, w, FAITHFUL=faithful,
-                                                       BLOCK=_BLOCK, num_warps=_WARPS)
+    grad_y = grad.new_empty(grad.shape[0], 3 * grad.shape[1], *grad.shape[2:])
+    _launches(tuple(grad.shape), quarter, faithful)[1](grad, grad_y)
     return grad_y
 
 
