@@ -72,7 +72,7 @@ def gradient_errors(name: str, mode: str, device: str) -> float:
 def layer_errors(device: str) -> dict[str, float]:
     """Per conv kind, the largest relative error of output, input gradient and weight gradient of the ``auto`` conv
     in float32 on ``device`` against the stock convs in float64 on the CPU, over strides 1 and 2 and odd, even,
-    tiny, large and one-frame maps; each of ours run twice (the JIT's launch, then the direct one)."""
+    tiny, large and one-frame maps; each of ours run twice (the first call compiles)."""
     from sts3d.models.depthwise import DepthwiseConv3d
     from sts3d.models.sts import STSConv3d
 
@@ -93,7 +93,7 @@ def layer_errors(device: str) -> dict[str, float]:
                 conv.load_state_dict(reference.state_dict())
                 x = torch.randn(2, reference.in_channels, t, h, w, dtype=torch.float64)
                 got = []
-                # ours twice: a layer's first launches go through Triton's JIT, later ones to the compiled kernels
+                # ours twice: a layer's first call compiles its kernels and caches its launches, later ones reuse them
                 for net, inp in ((reference, x.clone()), (conv, x.float().to(device)), (conv, x.float().to(device))):
                     inp.requires_grad_()
                     out = net(inp)
@@ -117,9 +117,6 @@ def main() -> None:
     for kind, error in layer_errors(args.device).items():
         ok &= error <= 1e-5
         print(f"{kind:<26} largest relative error {error:.1e} (<= 1e-5)", flush=True)
-    if args.device == "cuda":
-        from sts3d.models import triton_launch
-        print(f"repeated launches straight to the compiled kernels: {triton_launch._direct}")
     print("\nwhole backbones: eval-mode outputs against the original's, and outputs and gradients against float64 "
           "(a ReLU whose input rounds to the other side of 0 can move the gradients by ~1e-3: bound 1e-2)")
     print(f"{'backbone':<18}{'reference (<= 1)':>18}{'faithful grads':>16}{'aligned grads':>15}")
