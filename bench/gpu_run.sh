@@ -56,7 +56,7 @@ for name in $parts; do
     case $name in
         check)
             # the two networks with depthwise convs, the ones that run our kernels (over 120 s for all six)
-            part check 150 python3 bench/cuda_check.py --models csn50_ir x3d_s
+            part check 150 python3 bench/cuda_check.py --models x3d_s csn50_ir
             if [ $? -eq 1 ]; then  # a failed check, not one cut at its time (124)
                 echo "=== the Triton kernels failed their check: the benchmarks after it run with them switched off"
                 export STS3D_NO_EXTENSION=1
