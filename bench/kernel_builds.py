@@ -4,10 +4,11 @@ Each build is loaded as its own extension and swapped in as :mod:`sts3d.models.n
 modules (the plain depthwise conv at ``impl='stencil'`` and the STS convs, faithful and aligned) run forward +
 backward through A and B in turn, interleaved round by round in one process (the order alternates), median of
 ``--rounds`` rounds of ``--repeats`` calls. Layers: the depthwise conv shapes of X3D-S and ir-CSN-50 at the STS
-benchmark's clip (batch 2, 8x128x128). Prints milliseconds and the ratios A / B (above 1: B is faster). For a
-kernel change: ``python bench/kernel_builds.py --base HEAD~1``.
+benchmark's clip (batch 2, 8x128x128), or with ``--networks`` whole backbones (STS off, faithful, aligned; the
+same clip, 32 frames for SlowFast). Prints milliseconds and the ratios A / B (above 1: B is faster). For a kernel
+change: ``python bench/kernel_builds.py --base HEAD~1``.
 
-    python bench/kernel_builds.py [--base HEAD] [--rounds 7] [--repeats 5] [--threads 2]
+    python bench/kernel_builds.py [--base HEAD] [--rounds 7] [--repeats 5] [--threads 2] [--networks x3d_s ...]
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sts3d.models import native
+from sts3d.models import create_backbone, native
 from sts3d.models.depthwise import DepthwiseConv3d
 from sts3d.models.sts import STSConv3d
 
@@ -49,6 +50,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--networks", nargs="+", help="whole backbones instead of the layers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as old:
@@ -59,27 +61,43 @@ def main() -> None:
     print(f"A = {commit}, B = working tree; threads={args.threads} rounds={args.rounds} repeats={args.repeats} "
           f"torch={torch.__version__} cpu={native.cpu_name()}")
     print("layer (C, T, H, W), stride | A ms: plain faithful aligned | B ms: plain faithful aligned | A / B")
-    for shape, stride in LAYERS:
-        c = shape[0]
-        common = dict(stride=(1, stride, stride), padding=1, groups=c, bias=False)
-        convs = {"plain": DepthwiseConv3d(c, c, 3, impl="stencil", **common),
-                 **{mode: STSConv3d(c, c, 3, mode=mode, **common) for mode in ("faithful", "aligned")}}
-        x = torch.randn(2, *shape, requires_grad=True)
-        times: dict = {(b, v): [] for b in builds for v in convs}
-        for round_ in range(args.rounds):
-            for b in sorted(builds, reverse=round_ % 2 == 1):
-                native._built["module"] = builds[b]
-                for v, conv in convs.items():
-                    conv(x).sum().backward()  # warm: plans and buffers of this build
-                    start = time.perf_counter()
-                    for _ in range(args.repeats):
-                        conv(x).sum().backward()
-                    times[(b, v)].append((time.perf_counter() - start) / args.repeats * 1e3)
-        median = {key: statistics.median(values) for key, values in times.items()}
-        a, b = ([median[(build_, v)] for v in convs] for build_ in "AB")
-        print(f"{str(shape):<18} {stride} | " + " ".join(f"{t:7.2f}" for t in a) + " | "
-              + " ".join(f"{t:7.2f}" for t in b) + " | " + " ".join(f"{x / y:5.2f}" for x, y in zip(a, b)),
-              flush=True)
+    rows = {}
+    if args.networks:
+        for name in args.networks:
+            models = {"plain": create_backbone(name, sts=False),
+                      **{mode: create_backbone(name, sts=True, sts_mode=mode) for mode in ("faithful", "aligned")}}
+            rows[name] = (models, torch.randn(2, 3, 32 if name.startswith("slowfast") else 8, 128, 128))
+    else:
+        for shape, stride in LAYERS:
+            c = shape[0]
+            common = dict(stride=(1, stride, stride), padding=1, groups=c, bias=False)
+            convs = {"plain": DepthwiseConv3d(c, c, 3, impl="stencil", **common),
+                     **{mode: STSConv3d(c, c, 3, mode=mode, **common) for mode in ("faithful", "aligned")}}
+            rows[f"{str(shape):<18} {stride}"] = (convs, torch.randn(2, *shape, requires_grad=True))
+    for row, (runs, x) in rows.items():
+        a, b = compare(builds, runs, x, args.rounds, args.repeats)
+        print(f"{row:<20} | " + " ".join(f"{t:7.2f}" for t in a) + " | " + " ".join(f"{t:7.2f}" for t in b) + " | "
+              + " ".join(f"{x / y:5.2f}" for x, y in zip(a, b)), flush=True)
+
+
+def compare(builds: dict, runs: dict, x: torch.Tensor, rounds: int, repeats: int) -> tuple[list, list]:
+    """Median ms of forward + backward of each module in ``runs`` on ``x``, through build A and build B in turn."""
+    def step(module) -> None:
+        out = module(x)
+        sum(o.sum() for o in (out if isinstance(out, tuple) else (out,))).backward()
+
+    times: dict = {(b, v): [] for b in builds for v in runs}
+    for round_ in range(rounds):
+        for b in sorted(builds, reverse=round_ % 2 == 1):
+            native._built["module"] = builds[b]
+            for v, module in runs.items():
+                step(module)  # warm: plans and buffers of this build
+                start = time.perf_counter()
+                for _ in range(repeats):
+                    step(module)
+                times[(b, v)].append((time.perf_counter() - start) / repeats * 1e3)
+    median = {key: statistics.median(values) for key, values in times.items()}
+    return [median[("A", v)] for v in runs], [median[("B", v)] for v in runs]
 
 
 if __name__ == "__main__":
