@@ -6,10 +6,9 @@
 #
 #   bash bench/gpu_run.sh [SECONDS [PART...]]   # default 540 s, all parts in the order below
 #
-# PARTs (check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview) pick
-# and order
-# the parts; a check that fails (not one cut at its time) switches the kernels off for the parts after it,
-# except the per-layer one (which marks wrong results).
+# PARTs (check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview)
+# pick and order the parts; a check that fails (not one cut at its time) switches the kernels off for the parts after
+# it, except the per-layer one (which marks wrong results).
 #
 # A machine without our optional packages or ../shared: fill .gpu/ (ignored by git) beside it first, e.g.
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux2010_x86_64 -d .gpu/whl decord
@@ -62,12 +61,12 @@ for name in $parts; do
                 export STS3D_NO_EXTENSION=1
             fi ;;
         kernels) STS3D_NO_EXTENSION=0 part kernels 150 python3 bench/cuda_kernels.py ;;
-        depthwise) part depthwise 75 python3 bench/depthwise.py --device cuda --forms stencil --batch 8 --size 224 --rounds 9 \
-            --skip-layers ;;
-        depthwise_x3d) part depthwise_x3d 60 python3 bench/depthwise.py --device cuda --forms stencil --models x3d_s --batch 32 \
-            --frames 13 --size 160 --rounds 5 --skip-layers ;;  # the K400 config's batch and clip
-        depthwise_csn) part depthwise_csn 70 python3 bench/depthwise.py --device cuda --forms stencil --models csn50_ir --batch 8 \
-            --frames 32 --size 224 --rounds 3 --skip-layers ;;  # the K400 config's clip, half its batch of 16
+        depthwise) part depthwise 75 python3 bench/depthwise.py --device cuda --forms stencil --batch 8 --size 224 \
+            --rounds 9 --skip-layers ;;
+        depthwise_x3d) part depthwise_x3d 60 python3 bench/depthwise.py --device cuda --forms stencil --models x3d_s \
+            --batch 32 --frames 13 --size 160 --rounds 5 --skip-layers ;;  # the K400 config's batch and clip
+        depthwise_csn) part depthwise_csn 70 python3 bench/depthwise.py --device cuda --forms stencil \
+            --models csn50_ir --batch 8 --frames 32 --size 224 --rounds 3 --skip-layers ;;  # K400 clip, half its batch
         sts) part sts 100 python3 bench/sts_overhead.py --device cuda --batch 8 --size 224 --rounds 7 --instances 1 ;;
         sts_layers) part sts_layers 80 python3 bench/sts_layers.py --device cuda --batch 8 --size 224 --rounds 5 \
             --models r2plus1d34 slowfast50_4x16 x3d_s ;;
