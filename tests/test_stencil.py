@@ -92,6 +92,34 @@ def test_sts_keeps_exact_zeros(mode, stride, size):
     assert zero.any() and (got[zero] == 0).all()
 
 
+@pytest.mark.parametrize("mode", ["plain", "faithful", "aligned"])
+def test_buffers_kept_between_calls_leave_no_trace(mode):
+    """Each thread keeps its buffers per layer shape from call to call: a call after dense inputs, at the same and at
+    another shape, matches the reference and keeps exact zeros (a value left behind in a padding position would
+    show)."""
+    torch.manual_seed(5)
+    shapes = [(2, 6, 3, 16, 12, 2), (2, 6, 3, 9, 9, 1), (2, 6, 3, 16, 12, 2)]
+    for n, c, t, h, w, stride in shapes:
+        dense = torch.randn(n, c, t, h, w) * 100
+        sparse = torch.relu(torch.randn(n, c, t, h, w)) * (torch.rand(n, c, t, h, w) < 0.15)
+        for x in (dense, sparse):
+            if mode == "plain":
+                ref = DepthwiseConv3d(c, c, 3, stride=(1, stride, stride), padding=1, groups=c, bias=False,
+                                      impl="conv3d").double()
+                run = lambda xf, wf: stencil.depthwise_stencil(xf, wf, None, stride)
+            else:
+                ref = STSConv3d(c, c, 3, stride=(1, stride, stride), padding=1, groups=c, bias=False, mode=mode,
+                                depthwise_impl="conv3d").double()
+                run = lambda xf, wf: stencil.sts_depthwise_stencil(xf, wf, stride, mode == "faithful")
+            x64 = x.double().requires_grad_()
+            want = ref(x64)
+            xf, wf = float_copies(x64, ref.weight)
+            got = run(xf, wf)
+            assert_matches([got], [want])
+            assert_matches(grads(got, (xf, wf)), grads(want, (x64, ref.weight)))
+            assert (got[want == 0] == 0).all()
+
+
 @pytest.mark.parametrize("kind", ["plain", "sts"])
 def test_modules_compute_only_the_needed_gradients(kind):
     """A frozen weight gets no gradient and an input without grad (the first layer) none either; what is computed

@@ -659,6 +659,28 @@ struct Scratch {
   }
 };
 
+// This thread's Scratch for a layer shape (its groups) and direction, kept from call to call: building one allocates
+// and clears every branch's buffers (hundreds of KB per thread on the larger maps), a cost that grows with the
+// branch count, so the STS static half paid it up to three times. Kept buffers stay valid: the same groups mean the
+// same branches, whose zero positions are never written. An entry is rebuilt once its groups are gone from
+// cached_groups (its weak pointer has expired, whatever the address of the new ones).
+Scratch& thread_scratch(const std::shared_ptr<const std::vector<Group>>& groups, int64_t plane_len, bool backward) {
+  struct Entry {
+    const std::vector<Group>* key;
+    bool backward;
+    std::weak_ptr<const std::vector<Group>> alive;
+    std::unique_ptr<Scratch> scratch;
+  };
+  thread_local std::vector<Entry> kept;
+  for (auto& e : kept) {
+    if (e.key == groups.get() && e.backward == backward && !e.alive.expired()) return *e.scratch;
+  }
+  kept.erase(std::remove_if(kept.begin(), kept.end(), [](const Entry& e) { return e.alive.expired(); }), kept.end());
+  if (kept.size() >= 64) kept.erase(kept.begin());  // a bound, as for cached_groups
+  kept.push_back({groups.get(), backward, groups, std::make_unique<Scratch>(*groups, plane_len, backward)});
+  return *kept.back().scratch;
+}
+
 // d[w * H + h] (+)= s[h * W + w] for each of T frames, in cache tiles
 template <bool kAdd>
 void transpose_frames(const float* __restrict src, float* __restrict dst, int64_t T, int64_t H, int64_t W) {
@@ -706,7 +728,7 @@ at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, co
   float* op = out.data_ptr<float>();
   const auto order = interleaved_channels(groups, C);
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-    Scratch scratch(groups, T * H * W, false);
+    Scratch& scratch = thread_scratch(cached, T * H * W, false);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t c = order[i % C], nc = i / C * C + c;
       const float* src = xp + nc * T * H * W;
@@ -761,7 +783,7 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Te
   float* gwp = need_w ? gw.data_ptr<float>() : nullptr;
   const auto order = interleaved_channels(groups, C);
   at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
-    Scratch scratch(groups, T * H * W, true);
+    Scratch& scratch = thread_scratch(cached, T * H * W, true);
     for (int64_t i = begin; i < end; ++i) {
       const int64_t c = order[i];
       const Group& g = group_of(groups, c);
