@@ -33,6 +33,11 @@ STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differ
     "s2 tiny": (2, 2, 2, 2),
     "one frame": (1, 5, 9, 1),
     "several tiles": (2, 12, 11, 1),
+    # from 4 x 4 frames on the faithful lines' taps are moved from their output's row and column (smaller frames,
+    # "s1 short rows" and "s2 tiny", divide per tap): the smallest such frames, wide and tall
+    "s1 four rows": (2, 4, 9, 1),
+    "s2 fills four rows": (2, 4, 10, 2),
+    "s2 fills four columns": (2, 12, 4, 2),
 }
 TAP_SUM_SHAPES = ((3, 4, 5), (1, 1, 1), (2, 1, 6), (2, 5, 1), (4, 7, 3))  # (T, H, W): the edges of every line
 # the default choice of kernels (here the per-frame forward, the streaming weight gradient), then the streaming forward

@@ -106,35 +106,62 @@ if triton is not None:
         return ih * W + iw, (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
 
     @triton.jit
+    def _wrap(major, minor, size):
+        """``(major, minor)`` of the position ``major * size + minor`` for a ``minor`` in ``[-size, 2 size)``: a line
+        tap (at most 4 from its output) on a line of at least 4, which runs at most one row or column on."""
+        step = (minor >= size).to(tl.int32) - (minor < 0).to(tl.int32)
+        return major + step, minor - step * size
+
+    @triton.jit
     def _line_tap(oh, ow, H, W, OH, OW, S: tl.constexpr, d, FILLS, COLUMN: tl.constexpr,
-                  TRANSPOSED: tl.constexpr):
+                  TRANSPOSED: tl.constexpr, WRAPS: tl.constexpr):
         """A faithful line tap ``d`` (-4..4) along the row-major (``COLUMN``: column-major) flattened frame, in the
         forward or transposed direction as :func:`_plain_tap`. ``FILLS``: the output takes every ``S**2``-th
-        element of the line (row-major, or column-major for the column line); else the line at ``(oh S, ow S)``."""
+        element of the line (row-major, or column-major for the column line); else the line at ``(oh S, ow S)``.
+        ``WRAPS`` (frames of at least 4 x 4): a tap's position is its output's, split into row and column once
+        (the same divisions for every tap, which the compiler computes once), moved by ``d`` with :func:`_wrap`;
+        else every tap divides by the frame's sizes."""
         if TRANSPOSED:  # (oh, ow) is an input position: r, the line position of the output that reads it
             r = (ow * H + oh - d) if COLUMN else (oh * W + ow - d)
             step = S * S
             k = r // step
             fills = (r >= 0) & (r % step == 0) & (k < OH * OW)
-            if COLUMN:
-                k_out = (k % OH) * OW + k // OH
-                rh = r % H
-                rw = r // H
+            if WRAPS:
+                if COLUMN:
+                    rw, rh = _wrap(ow, oh - d, H)
+                    # k, the output's place in the column-major output map: the line position of tap 0 over
+                    # step, split by OH, moved by k's distance from it (at most 4, a single wrap: OH >= 4 at
+                    # stride 1, and at stride 2 the valid taps are within one output of it)
+                    base = (ow * H + oh) // step
+                    kw, kh = _wrap(base // OH, base % OH + (k - base), OH)
+                    k_out = kh * OW + kw
+                else:
+                    rh, rw = _wrap(oh, ow - d, W)
+                    k_out = k
             else:
-                k_out = k
-                rh = r // W
-                rw = r % W
+                if COLUMN:
+                    k_out = (k % OH) * OW + k // OH
+                    rh = r % H
+                    rw = r // H
+                else:
+                    k_out = k
+                    rh = r // W
+                    rw = r % W
             strided = (r >= 0) & (r < H * W) & (rh % S == 0) & (rw % S == 0)
             return tl.where(FILLS != 0, k_out, (rh // S) * OW + rw // S), tl.where(FILLS != 0, fills, strided)
         if COLUMN:
-            q = tl.where(FILLS != 0, (ow * OH + oh) * S * S, ow * S * H + oh * S) + d
+            base = tl.where(FILLS != 0, (ow * OH + oh) * S * S, ow * S * H + oh * S)
+            if WRAPS:
+                qw, qh = _wrap(base // H, base % H + d, H)
+                return qh * W + qw, (qw >= 0) & (qw < W)
+            q = base + d
             return (q % H) * W + q // H, (q >= 0) & (q < H * W)
         q = tl.where(FILLS != 0, (oh * OW + ow) * S * S, oh * S * W + ow * S) + d
         return q, (q >= 0) & (q < H * W)
 
     @triton.jit
     def _static_tap(k: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS, MODE: tl.constexpr,
-                    TRANSPOSED: tl.constexpr):
+                    TRANSPOSED: tl.constexpr, WRAPS: tl.constexpr):
         """STS static tap ``k`` (weight column): 0-8 the width line, 9-17 the centre ``3x3``, 18-26 the height
         line; all in frame ``t``."""
         if k >= 9 and k < 18:
@@ -144,14 +171,14 @@ if triton is not None:
                 return _plain_tap(oh, ow, H, W, OH, OW, S, 0, k - 4, TRANSPOSED)
             return _plain_tap(oh, ow, H, W, OH, OW, S, k - 22, 0, TRANSPOSED)
         if k < 9:
-            return _line_tap(oh, ow, H, W, OH, OW, S, k - 4, FILLS, False, TRANSPOSED)
-        return _line_tap(oh, ow, H, W, OH, OW, S, k - 22, FILLS, True, TRANSPOSED)
+            return _line_tap(oh, ow, H, W, OH, OW, S, k - 4, FILLS, False, TRANSPOSED, WRAPS)
+        return _line_tap(oh, ow, H, W, OH, OW, S, k - 22, FILLS, True, TRANSPOSED, WRAPS)
 
     @triton.jit(do_not_specialize=_SIZES)
     def _conv_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
                      KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
-                     ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr, HAS_BIAS: tl.constexpr, BH: tl.constexpr,
-                     BW: tl.constexpr):
+                     ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr, HAS_BIAS: tl.constexpr, WRAPS: tl.constexpr,
+                     BH: tl.constexpr, BW: tl.constexpr):
         """One frame's ``BH x BW`` output tile. Forward: src ``(.., T, H, W)``, out ``(.., T, OH, OW)``; with
         ``TRANSPOSED`` the input gradient: src the output gradient, out the input's, the sizes as in the forward.
         Channels below ``SPLIT`` are STS's static half (``MODE`` 1 or 2), the others plain. ``ONE_FRAME``
@@ -182,7 +209,7 @@ if triton is not None:
                             acc += v.to(tl.float32) * tl.load(weights + (i * KH + y) * KW + x).to(tl.float32)
         elif MODE != 0:
             for k in tl.static_range(27):
-                at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED)
+                at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED, WRAPS)
                 v = tl.load(src + t * src_size + at, mask=inside & ok, other=0.0)
                 acc += v.to(tl.float32) * tl.load(weights + k).to(tl.float32)
         if HAS_BIAS:
@@ -193,7 +220,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=_SIZES)
     def _stream_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, S: tl.constexpr,
                        MODE: tl.constexpr, ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr,
-                       HAS_BIAS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+                       HAS_BIAS: tl.constexpr, WRAPS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
         """``3x3x3`` kernels, as :func:`_conv_kernel`, with one program per plane and ``BH x BW`` tile that runs
         through the frames. Each source frame's 9 spatial taps are read once and feed the three output frames
         they reach, whose partial sums travel with the loop: a third of the loads of a program per frame. The STS
@@ -239,7 +266,7 @@ if triton is not None:
             for t in range(T):
                 acc = tl.zeros([1, BH, BW], dtype=tl.float32)
                 for k in tl.static_range(27):
-                    at_k, ok_k = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED)
+                    at_k, ok_k = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED, WRAPS)
                     v_k = tl.load(src + t * src_size + at_k, mask=inside & ok_k, other=0.0)
                     acc += v_k.to(tl.float32) * tl.load(weights + k).to(tl.float32)
                 tl.store(out + t * rows * cols, (acc + bias).to(out_ptr.dtype.element_ty), mask=inside)
@@ -264,7 +291,8 @@ if triton is not None:
         tl.store(part + tl.arange(0, TAPS), tl.sum(acc, 1), mask=tl.arange(0, TAPS) < KT * KH * KW)
 
     @triton.jit
-    def _static_group(group: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS, MODE: tl.constexpr):
+    def _static_group(group: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS, MODE: tl.constexpr,
+                      WRAPS: tl.constexpr):
         """Offsets and masks (forward direction) of the STS static taps ``9 group`` to ``9 group + 8`` as the rows
         of a 16-row block: group 0 the width line, 1 the centre ``3x3``, 2 the height line (:func:`_static_tap`'s
         order), computed for all nine at once."""
@@ -277,18 +305,18 @@ if triton is not None:
             else:
                 at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, r - 4, r * 0, False)
         else:
-            at, ok = _line_tap(oh, ow, H, W, OH, OW, S, r - 4, FILLS, group == 2, False)
+            at, ok = _line_tap(oh, ow, H, W, OH, OW, S, r - 4, FILLS, group == 2, False, WRAPS)
         return at, ok & (r < 9)
 
     @triton.jit
     def _wgrad_static(x, grad, part, T, H, W, OH, OW, FILLS, oh, ow, inside, S: tl.constexpr, MODE: tl.constexpr,
-                      BLOCK: tl.constexpr):
+                      WRAPS: tl.constexpr, BLOCK: tl.constexpr):
         """The STS static half, whose 27 taps all read frame ``t``: three blocks of 9 taps (16 rows each), their
         offsets computed once per program. (Selecting each of 27 taps into one 32-row block cost this pass 3-4x
         the plain kernel's.)"""
-        at_w, ok_w = _static_group(0, oh, ow, H, W, OH, OW, S, FILLS, MODE)
-        at_c, ok_c = _static_group(1, oh, ow, H, W, OH, OW, S, FILLS, MODE)
-        at_h, ok_h = _static_group(2, oh, ow, H, W, OH, OW, S, FILLS, MODE)
+        at_w, ok_w = _static_group(0, oh, ow, H, W, OH, OW, S, FILLS, MODE, WRAPS)
+        at_c, ok_c = _static_group(1, oh, ow, H, W, OH, OW, S, FILLS, MODE, WRAPS)
+        at_h, ok_h = _static_group(2, oh, ow, H, W, OH, OW, S, FILLS, MODE, WRAPS)
         ok_w = ok_w & inside
         ok_c = ok_c & inside
         ok_h = ok_h & inside
@@ -338,7 +366,7 @@ if triton is not None:
     @triton.jit(do_not_specialize=_SIZES)
     def _weight_grad_kernel(x_ptr, grad_ptr, part_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
                             KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
-                            TAPS: tl.constexpr, BLOCK: tl.constexpr, STREAM: tl.constexpr):
+                            WRAPS: tl.constexpr, TAPS: tl.constexpr, BLOCK: tl.constexpr, STREAM: tl.constexpr):
         """Per program (plane, ``BLOCK`` outputs of a frame) over all the plane's frames: ``part[.., k] = sum of
         grad * what tap k reads``. The STS static half by :func:`_wgrad_static`; the plain channels by
         :func:`_wgrad_stream` with ``STREAM`` (three temporal taps), else by :func:`_wgrad_gather`."""
@@ -355,7 +383,7 @@ if triton is not None:
         if MODE != 0:
             static = c < SPLIT
         if static:
-            _wgrad_static(x, grad, part, T, H, W, OH, OW, FILLS, oh, ow, inside, S, MODE, BLOCK)
+            _wgrad_static(x, grad, part, T, H, W, OH, OW, FILLS, oh, ow, inside, S, MODE, WRAPS, BLOCK)
         elif STREAM:
             _wgrad_stream(x, grad, part, T, H, W, OH, OW, oh, ow, inside, KH, KW, S, BLOCK)
         else:
@@ -408,11 +436,12 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
     kt, kh, kw = kernel
     sizes = (c, 0 if mode == PLAIN else c // 2, t, h, w, oh, ow, int(line_fills_map(h, w, stride)))
     streams = stride in s_strides and oh * ow >= s_min_frame and kernel == (3, 3, 3)
+    wraps = mode == FAITHFUL and min(h, w) >= 4  # see _line_tap
 
     def conv_pass(transposed: bool) -> Launch:
         rows, cols = (h, w) if transposed else (oh, ow)
         flags = dict(S=stride, MODE=mode, ONE_FRAME=t == 1, TRANSPOSED=transposed,
-                     HAS_BIAS=has_bias and not transposed)
+                     HAS_BIAS=has_bias and not transposed, WRAPS=wraps)
         if streams:
             grid, bh, bw = _tiling(n * c, rows, cols, s_tile)
             return Launch(_stream_kernel, grid, sizes, dict(**flags, BH=bh, BW=bw), s_warps)
@@ -422,8 +451,8 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
     block = min(w_block, _pow2(oh * ow))
     tiles = _cdiv(oh * ow, block)
     weight_grad = Launch(_weight_grad_kernel, (n * c, tiles), sizes,
-                         dict(KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, TAPS=_pow2(kt * kh * kw), BLOCK=block,
-                              STREAM=w_stream and kt == 3 and kh * kw <= 16), w_warps)
+                         dict(KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, WRAPS=wraps, TAPS=_pow2(kt * kh * kw),
+                              BLOCK=block, STREAM=w_stream and kt == 3 and kh * kw <= 16), w_warps)
     return _Plan((oh, ow), conv_pass(False), conv_pass(True), weight_grad, tiles)
 
 
