@@ -87,7 +87,7 @@ def takes(dtype: torch.dtype) -> bool:
 
 if triton is not None:
     # Layer sizes vary per layer: specialising on them (divisibility by 16) would compile a variant per shape.
-    _SIZES = ["C", "SPLIT", "T", "H", "W", "OH", "OW", "FILLS"]
+    _SIZES = ["C", "SPLIT", "T", "H", "W", "OH", "OW"]
 
     @triton.jit
     def _plain_tap(oh, ow, H, W, OH, OW, S: tl.constexpr, dy, dx, TRANSPOSED: tl.constexpr):
@@ -113,7 +113,7 @@ if triton is not None:
         return major + step, minor - step * size
 
     @triton.jit
-    def _line_tap(oh, ow, H, W, OH, OW, S: tl.constexpr, d, FILLS, COLUMN: tl.constexpr,
+    def _line_tap(oh, ow, H, W, OH, OW, S: tl.constexpr, d, FILLS: tl.constexpr, COLUMN: tl.constexpr,
                   TRANSPOSED: tl.constexpr, WRAPS: tl.constexpr):
         """A faithful line tap ``d`` (-4..4) along the row-major (``COLUMN``: column-major) flattened frame, in the
         forward or transposed direction as :func:`_plain_tap`. ``FILLS``: the output takes every ``S**2``-th
@@ -148,19 +148,21 @@ if triton is not None:
                     rh = r // W
                     rw = r % W
             strided = (r >= 0) & (r < H * W) & (rh % S == 0) & (rw % S == 0)
-            return tl.where(FILLS != 0, k_out, (rh // S) * OW + rw // S), tl.where(FILLS != 0, fills, strided)
+            if FILLS:
+                return k_out, fills
+            return (rh // S) * OW + rw // S, strided
         if COLUMN:
-            base = tl.where(FILLS != 0, (ow * OH + oh) * S * S, ow * S * H + oh * S)
+            base = (ow * OH + oh) * S * S if FILLS else ow * S * H + oh * S
             if WRAPS:
                 qw, qh = _wrap(base // H, base % H + d, H)
                 return qh * W + qw, (qw >= 0) & (qw < W)
             q = base + d
             return (q % H) * W + q // H, (q >= 0) & (q < H * W)
-        q = tl.where(FILLS != 0, (oh * OW + ow) * S * S, oh * S * W + ow * S) + d
+        q = ((oh * OW + ow) * S * S if FILLS else oh * S * W + ow * S) + d
         return q, (q >= 0) & (q < H * W)
 
     @triton.jit
-    def _static_tap(k: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS, MODE: tl.constexpr,
+    def _static_tap(k: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS: tl.constexpr, MODE: tl.constexpr,
                     TRANSPOSED: tl.constexpr, WRAPS: tl.constexpr):
         """STS static tap ``k`` (weight column): 0-8 the width line, 9-17 the centre ``3x3``, 18-26 the height
         line; all in frame ``t``."""
@@ -175,8 +177,8 @@ if triton is not None:
         return _line_tap(oh, ow, H, W, OH, OW, S, k - 22, FILLS, True, TRANSPOSED, WRAPS)
 
     @triton.jit(do_not_specialize=_SIZES)
-    def _conv_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
-                     KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
+    def _conv_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS: tl.constexpr,
+                     KT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
                      ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr, HAS_BIAS: tl.constexpr, WRAPS: tl.constexpr,
                      BH: tl.constexpr, BW: tl.constexpr):
         """One frame's ``BH x BW`` output tile. Forward: src ``(.., T, H, W)``, out ``(.., T, OH, OW)``; with
@@ -218,8 +220,8 @@ if triton is not None:
                  mask=inside)
 
     @triton.jit(do_not_specialize=_SIZES)
-    def _stream_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, S: tl.constexpr,
-                       MODE: tl.constexpr, ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr,
+    def _stream_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS: tl.constexpr,
+                       S: tl.constexpr, MODE: tl.constexpr, ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr,
                        HAS_BIAS: tl.constexpr, WRAPS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
         """``3x3x3`` kernels, as :func:`_conv_kernel`, with one program per plane and ``BH x BW`` tile that runs
         through the frames. Each source frame's 9 spatial taps are read once and feed the three output frames
@@ -291,8 +293,8 @@ if triton is not None:
         tl.store(part + tl.arange(0, TAPS), tl.sum(acc, 1), mask=tl.arange(0, TAPS) < KT * KH * KW)
 
     @triton.jit
-    def _static_group(group: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS, MODE: tl.constexpr,
-                      WRAPS: tl.constexpr):
+    def _static_group(group: tl.constexpr, oh, ow, H, W, OH, OW, S: tl.constexpr, FILLS: tl.constexpr,
+                      MODE: tl.constexpr, WRAPS: tl.constexpr):
         """Offsets and masks (forward direction) of the STS static taps ``9 group`` to ``9 group + 8`` as the rows
         of a 16-row block: group 0 the width line, 1 the centre ``3x3``, 2 the height line (:func:`_static_tap`'s
         order), computed for all nine at once."""
@@ -309,8 +311,8 @@ if triton is not None:
         return at, ok & (r < 9)
 
     @triton.jit
-    def _wgrad_static(x, grad, part, T, H, W, OH, OW, FILLS, oh, ow, inside, S: tl.constexpr, MODE: tl.constexpr,
-                      WRAPS: tl.constexpr, BLOCK: tl.constexpr):
+    def _wgrad_static(x, grad, part, T, H, W, OH, OW, FILLS: tl.constexpr, oh, ow, inside, S: tl.constexpr,
+                      MODE: tl.constexpr, WRAPS: tl.constexpr, BLOCK: tl.constexpr):
         """The STS static half, whose 27 taps all read frame ``t``: three blocks of 9 taps (16 rows each), their
         offsets computed once per program. (Selecting each of 27 taps into one 32-row block cost this pass 3-4x
         the plain kernel's.)"""
@@ -364,7 +366,7 @@ if triton is not None:
         tl.store(part + 2 * KH * KW + rows, tl.sum(last, 1), mask=rows < KH * KW)
 
     @triton.jit(do_not_specialize=_SIZES)
-    def _weight_grad_kernel(x_ptr, grad_ptr, part_ptr, C, SPLIT, T, H, W, OH, OW, FILLS, KT: tl.constexpr,
+    def _weight_grad_kernel(x_ptr, grad_ptr, part_ptr, C, SPLIT, T, H, W, OH, OW, FILLS: tl.constexpr, KT: tl.constexpr,
                             KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
                             WRAPS: tl.constexpr, TAPS: tl.constexpr, BLOCK: tl.constexpr, STREAM: tl.constexpr):
         """Per program (plane, ``BLOCK`` outputs of a frame) over all the plane's frames: ``part[.., k] = sum of
@@ -434,13 +436,14 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
     n, c, t, h, w = shape
     oh, ow = out_size(h, stride), out_size(w, stride)
     kt, kh, kw = kernel
-    sizes = (c, 0 if mode == PLAIN else c // 2, t, h, w, oh, ow, int(line_fills_map(h, w, stride)))
+    sizes = (c, 0 if mode == PLAIN else c // 2, t, h, w, oh, ow)
     streams = stride in s_strides and oh * ow >= s_min_frame and kernel == (3, 3, 3)
-    wraps = mode == FAITHFUL and min(h, w) >= 4  # see _line_tap
+    # the faithful lines' forms (see _line_tap), compile-time: a variant for each; the other modes do not read them
+    fills, wraps = (line_fills_map(h, w, stride), min(h, w) >= 4) if mode == FAITHFUL else (True, False)
 
     def conv_pass(transposed: bool) -> Launch:
         rows, cols = (h, w) if transposed else (oh, ow)
-        flags = dict(S=stride, MODE=mode, ONE_FRAME=t == 1, TRANSPOSED=transposed,
+        flags = dict(FILLS=fills, S=stride, MODE=mode, ONE_FRAME=t == 1, TRANSPOSED=transposed,
                      HAS_BIAS=has_bias and not transposed, WRAPS=wraps)
         if streams:
             grid, bh, bw = _tiling(n * c, rows, cols, s_tile)
@@ -451,8 +454,9 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
     block = min(w_block, _pow2(oh * ow))
     tiles = _cdiv(oh * ow, block)
     weight_grad = Launch(_weight_grad_kernel, (n * c, tiles), sizes,
-                         dict(KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, WRAPS=wraps, TAPS=_pow2(kt * kh * kw),
-                              BLOCK=block, STREAM=w_stream and kt == 3 and kh * kw <= 16), w_warps)
+                         dict(FILLS=fills, KT=kt, KH=kh, KW=kw, S=stride, MODE=mode, WRAPS=wraps,
+                              TAPS=_pow2(kt * kh * kw), BLOCK=block, STREAM=w_stream and kt == 3 and kh * kw <= 16),
+                         w_warps)
     return _Plan((oh, ow), conv_pass(False), conv_pass(True), weight_grad, tiles)
 
 
