@@ -123,34 +123,30 @@ if triton is not None:
         else every tap divides by the frame's sizes."""
         if TRANSPOSED:  # (oh, ow) is an input position: r, the line position of the output that reads it
             r = (ow * H + oh - d) if COLUMN else (oh * W + ow - d)
-            step = S * S
-            k = r // step
-            fills = (r >= 0) & (r % step == 0) & (k < OH * OW)
-            if WRAPS:
-                if COLUMN:
-                    rw, rh = _wrap(ow, oh - d, H)
-                    # k, the output's place in the column-major output map: the line position of tap 0 over
-                    # step, split by OH, moved by k's distance from it (at most 4, a single wrap: OH >= 4 at
-                    # stride 1, and at stride 2 the valid taps are within one output of it)
+            if FILLS:  # the output whose k-th place in the map (column-major for the column line) is r / S**2
+                step = S * S
+                k = r // step
+                fills = (r >= 0) & (r % step == 0) & (k < OH * OW)
+                if not COLUMN:
+                    return k, fills
+                if WRAPS:
+                    # the line position of tap 0 over step, split by OH, moved by k's distance from it (at most 4,
+                    # a single wrap: OH >= 4 at stride 1, and at stride 2 the valid taps are within one output)
                     base = (ow * H + oh) // step
                     kw, kh = _wrap(base // OH, base % OH + (k - base), OH)
-                    k_out = kh * OW + kw
+                else:
+                    kw, kh = k // OH, k % OH
+                return kh * OW + kw, fills
+            if WRAPS:  # the output at the strided position (rh, rw) that r is
+                if COLUMN:
+                    rw, rh = _wrap(ow, oh - d, H)
                 else:
                     rh, rw = _wrap(oh, ow - d, W)
-                    k_out = k
+            elif COLUMN:
+                rh, rw = r % H, r // H
             else:
-                if COLUMN:
-                    k_out = (k % OH) * OW + k // OH
-                    rh = r % H
-                    rw = r // H
-                else:
-                    k_out = k
-                    rh = r // W
-                    rw = r % W
-            strided = (r >= 0) & (r < H * W) & (rh % S == 0) & (rw % S == 0)
-            if FILLS:
-                return k_out, fills
-            return (rh // S) * OW + rw // S, strided
+                rh, rw = r // W, r % W
+            return (rh // S) * OW + rw // S, (r >= 0) & (r < H * W) & (rh % S == 0) & (rw % S == 0)
         if COLUMN:
             base = (ow * OH + oh) * S * S if FILLS else ow * S * H + oh * S
             if WRAPS:
