@@ -1,13 +1,12 @@
-"""The CUDA depthwise kernels compiled for a GPU without one: static counts from the PTX, per kernel variant.
+"""The CUDA depthwise kernels compiled for a GPU without one: static counts of their code, per kernel variant.
 
-Triton compiles to PTX (and ``ptxas`` to a cubin) on any machine; only running needs the GPU. For each variant the
-depthwise and STS convs launch (forward and input gradient, per-frame and streaming, and the weight gradient; plain,
-faithful with and without the single-wrap line taps, aligned) this prints the PTX's instruction count, its integer
-divisions and remainders by a runtime value (tens of instructions each on NVIDIA GPUs), and the registers ``ptxas``
-gives a thread with its spills. A check to run on the CPU machine before a kernel change goes to the GPU; the
-figures are static (instructions in the code, not executed per output), and SASS counts each division as the
-dozens of instructions it becomes. Frames are even-sized (the faithful lines fill the strided map, as on every
-stride-2 layer of ir-CSN-50 and X3D-S at 224 x 224).
+Triton compiles to PTX and a cubin on any machine; only running needs the GPU. For each variant the depthwise and
+STS convs launch (forward and input gradient, per-frame and streaming, and the weight gradient; plain, faithful with
+and without the single-wrap line taps, aligned) this prints the machine code's (SASS) instruction count, the PTX's
+integer divisions and remainders by a runtime value (each becomes dozens of SASS instructions), and the registers
+``ptxas`` gives a thread with its spills. A check to run on the CPU machine before a kernel change goes to the GPU;
+the figures are static (instructions in the code, not executed per output). Frames are even-sized (the faithful
+lines fill the strided map, as on every stride-2 layer of ir-CSN-50 and X3D-S at 224 x 224).
 
     python bench/cuda_compile.py [--arch 90] [--modes plain faithful aligned]
 """
@@ -27,7 +26,7 @@ MODES = {"plain": cuda_stencil.PLAIN, "faithful": cuda_stencil.FAITHFUL, "aligne
 
 
 def compiled(kernel, constants: dict, pointers: int, warps: int, arch: int) -> dict:
-    """PTX statistics and ``ptxas`` resource use of ``kernel`` with ``constants``; its first ``pointers`` arguments
+    """SASS and PTX counts and ``ptxas`` resource use of ``kernel`` with ``constants``; its first ``pointers`` arguments
     are float32 pointers, the other non-constant ones 32-bit integers (the layer sizes)."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource

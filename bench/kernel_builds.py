@@ -24,6 +24,7 @@ import torch
 from sts3d.models import create_backbone, native
 from sts3d.models.depthwise import DepthwiseConv3d
 from sts3d.models.sts import STSConv3d
+from sts_overhead import clip_shape, step  # the STS benchmark's clips and step
 
 LAYERS = [((54, 8, 32, 32), 1), ((108, 8, 16, 16), 1), ((216, 8, 8, 8), 1), ((432, 8, 4, 4), 1),
           ((54, 8, 64, 64), 2), ((108, 8, 32, 32), 2), ((216, 8, 16, 16), 2), ((432, 8, 8, 8), 2),
@@ -66,7 +67,7 @@ def main() -> None:
         for name in args.networks:
             models = {"plain": create_backbone(name, sts=False),
                       **{mode: create_backbone(name, sts=True, sts_mode=mode) for mode in ("faithful", "aligned")}}
-            rows[name] = (models, torch.randn(2, 3, 32 if name.startswith("slowfast") else 8, 128, 128))
+            rows[name] = (models, torch.randn(2, *clip_shape(name, 8, 128)))
     else:
         for shape, stride in LAYERS:
             c = shape[0]
@@ -82,19 +83,15 @@ def main() -> None:
 
 def compare(builds: dict, runs: dict, x: torch.Tensor, rounds: int, repeats: int) -> tuple[list, list]:
     """Median ms of forward + backward of each module in ``runs`` on ``x``, through build A and build B in turn."""
-    def step(module) -> None:
-        out = module(x)
-        sum(o.sum() for o in (out if isinstance(out, tuple) else (out,))).backward()
-
     times: dict = {(b, v): [] for b in builds for v in runs}
     for round_ in range(rounds):
         for b in sorted(builds, reverse=round_ % 2 == 1):
             native._built["module"] = builds[b]
             for v, module in runs.items():
-                step(module)  # warm: plans and buffers of this build
+                step(module, x)  # warm: plans and buffers of this build
                 start = time.perf_counter()
                 for _ in range(repeats):
-                    step(module)
+                    step(module, x)
                 times[(b, v)].append((time.perf_counter() - start) / repeats * 1e3)
     median = {key: statistics.median(values) for key, values in times.items()}
     return [median[("A", v)] for v in runs], [median[("B", v)] for v in runs]
