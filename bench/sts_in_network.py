@@ -61,6 +61,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if not native.available():
+        raise SystemExit("bench/sts_in_network.py: the compiled CPU depthwise kernels are not available here "
+                         "(sts3d.models.native.available() is false), and they are what it times")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(f"threads={args.threads} batch=2 steps={args.steps} torch={torch.__version__} cpu={native.cpu_name()}")
