@@ -24,11 +24,9 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from sts3d.models import create_backbone, native
-from sts_overhead import clip_shape, step  # the same clips and step as the whole-backbone benchmark
+from sts_overhead import VARIANTS, clip_shape, step  # the whole-backbone benchmark's models, clips and step
 
 OPERATORS = {"sts3d::depthwise_stencil": "forward", "sts3d::depthwise_stencil_backward": "backward"}
-VARIANTS = {"plain": dict(sts=False), "faithful": dict(sts=True, sts_mode="faithful"),
-            "aligned": dict(sts=True, sts_mode="aligned")}
 
 
 def layer_key(event) -> tuple[str, tuple[int, ...], int]:
@@ -68,7 +66,7 @@ def main() -> None:
     torch.manual_seed(0)
     print(f"threads={args.threads} batch=2 steps={args.steps} torch={torch.__version__} cpu={native.cpu_name()}")
     for name in args.models:
-        models = {k: create_backbone(name, **v).train() for k, v in VARIANTS.items()}
+        models = {k: create_backbone(name, **v).train() for k, v in VARIANTS.items() if k != "control"}
         for m in models.values():
             m.load_state_dict(models["plain"].state_dict())
         x = torch.randn(2, *clip_shape(name, 8, 128))

@@ -33,6 +33,11 @@ from sts3d.models import create_backbone, list_backbones, native
 from sts3d.models.depthwise import DEPTHWISE_IMPLS
 
 
+# The models compared: STS off, on in both modes, and a second plain model (the control of the method)
+VARIANTS = {"plain": dict(sts=False), "faithful": dict(sts=True, sts_mode="faithful"),
+            "aligned": dict(sts=True, sts_mode="aligned"), "control": dict(sts=False)}
+
+
 def clip_shape(name: str, frames: int, size: int) -> tuple[int, int, int, int]:
     return (3, 32 if name.startswith("slowfast") else frames, size, size)
 
@@ -77,8 +82,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    variants = {"plain": dict(sts=False), "faithful": dict(sts=True, sts_mode="faithful"),
-                "aligned": dict(sts=True, sts_mode="aligned"), "control": dict(sts=False)}
     print(f"device={args.device} threads={args.threads} batch={args.batch} rounds={args.rounds} "
           f"instances={args.instances} depthwise_impl={args.depthwise_impl} torch={torch.__version__}"
           + ("" if args.device == "cuda" else f" cpu={native.cpu_name()}"))
@@ -90,7 +93,7 @@ def main() -> None:
         # instances interleaved (plain, faithful, aligned, control, plain, ...): each variant's time is the mean of
         # its instances' medians, which evens out what one instance's memory placement adds or saves
         models = [(k, create_backbone(name, depthwise_impl=args.depthwise_impl, **v).to(args.device).train())
-                  for _ in range(args.instances) for k, v in variants.items()]
+                  for _ in range(args.instances) for k, v in VARIANTS.items()]
         for _, m in models:
             m.load_state_dict(models[0][1].state_dict())
         x = torch.randn(args.batch, *clip_shape(name, args.frames, args.size), device=args.device)
@@ -105,14 +108,14 @@ def main() -> None:
                 times[i].append(seconds)
                 faults[i].append(count)
         med = {k: statistics.mean(statistics.median(t) for (kind, _), t in zip(models, times) if kind == k)
-               for k in variants}
+               for k in VARIANTS}
         per_round = {k: [statistics.mean(t[r] for (kind, _), t in zip(models, times) if kind == k)
-                         for r in range(args.rounds)] for k in variants}
-        round_ratios = {k: [a / b for a, b in zip(per_round[k], per_round["plain"])] for k in variants}
+                         for r in range(args.rounds)] for k in VARIANTS}
+        round_ratios = {k: [a / b for a, b in zip(per_round[k], per_round["plain"])] for k in VARIANTS}
         paired = {k: statistics.median(v) for k, v in round_ratios.items()}
         interval = {k: bootstrap_interval(v) for k, v in round_ratios.items()}
         kfaults = {k: statistics.median(n for (kind, _), f in zip(models, faults) if kind == k for n in f) / 1e3
-                   for k in variants}
+                   for k in VARIANTS}
         ratios = (med["faithful"] / med["plain"], med["aligned"] / med["plain"])
         worst = max(worst, *ratios)
         print(f"{name:<18}{med['plain']:>10.3f}{med['faithful']:>12.3f}{med['aligned']:>11.3f}"
