@@ -81,6 +81,7 @@ struct Branch {
   struct SplitCopy { int64_t src, n, dst[4]; };
   std::vector<SplitCopy> splits;
   bool frame_copy = false;                // rows contiguous on both sides: a frame at a time instead
+  int64_t short_len = 0;                  // unstrided rows all of this length (< kShortRow): fixed-length copies
   std::vector<int32_t> table_dst, table_src;
   int64_t out_rows, out_cols;           // its valid output grid
   int64_t view_cols, every_r, every_c;  // the output viewed with view_cols columns, every n-th row / column taken
@@ -222,6 +223,11 @@ struct Branch {
     int64_t n = 0;
     for (const auto& r : copies) n += r.n;
     if (n >= kShortRow * static_cast<int64_t>(copies.size())) return;
+    const bool same = std::all_of(copies.begin(), copies.end(), [&](const RowCopy& r) { return r.n == copies[0].n; });
+    if (copy_stride == 1 && same && copies[0].n < kShortRow) {  // the stock kernel's rows on maps under 12 wide
+      short_len = copies[0].n;
+      return;
+    }
     for (const auto& r : copies) for (int64_t j = 0; j < r.n; ++j) {
       table_dst.push_back(static_cast<int32_t>(r.dst + j));
       table_src.push_back(static_cast<int32_t>(r.src + j * copy_stride));
@@ -345,6 +351,29 @@ void split_copy(float* row, float* const* dst, int64_t n) {
   }
 }
 
+// Row copies of N contiguous elements, N a compile-time constant (a few vector moves per row; a loop of a runtime
+// length cost more per row than its copying on small maps, and an element table four memory operations per element)
+template <int64_t N, bool kAdd>
+void short_rows(float* frame, float* phase, const std::vector<Branch::RowCopy>& rows) {
+  for (const auto& r : rows) {
+    float* __restrict f = frame + r.src;
+    float* __restrict p = phase + r.dst;
+    for (int64_t j = 0; j < N; ++j) {
+      if (kAdd) f[j] += p[j];
+      else p[j] = f[j];
+    }
+  }
+}
+
+// short_rows<n> for a length n in [1, N]
+template <int64_t N, bool kAdd>
+void short_rows_of(int64_t n, float* frame, float* phase, const std::vector<Branch::RowCopy>& rows) {
+  if constexpr (N > 0) {
+    if (n == N) short_rows<N, kAdd>(frame, phase, rows);
+    else short_rows_of<N - 1, kAdd>(n, frame, phase, rows);
+  }
+}
+
 // kAdd false: src (T frames of rows x cols, contiguous) -> the phases' unpadded part (their padding stays zero);
 // kAdd true: the frames += the phases' unpadded part
 template <bool kAdd>
@@ -365,6 +394,10 @@ void phase_copy(float* frames, float* P, const Branch& b, int64_t T) {
   for (int64_t t = 0; t < T; ++t) {
     float* frame = frames + t * b.frame_len;
     float* phase = P + t * b.F;
+    if (b.short_len) {
+      short_rows_of<kShortRow - 1, kAdd>(b.short_len, frame, phase, b.copies);
+      continue;
+    }
     for (const auto& c : b.splits) {
       float* to[4] = {phase + c.dst[0], phase + c.dst[1], phase + c.dst[2], phase + c.dst[3]};
       if (b.copy_stride == 2) split_copy<2, kAdd>(frame + c.src, to, c.n);
@@ -590,27 +623,6 @@ std::vector<Group> make_groups(const std::vector<int64_t>& bounds, const std::ve
   return groups;
 }
 
-// The groups of a layer shape, built once: a call's branches (index maps, masks) cost up to a tenth of a small
-// layer's time to build. Keyed by everything they are built from; a network has a few dozen layer shapes.
-std::shared_ptr<const std::vector<Group>> cached_groups(const std::vector<int64_t>& bounds,
-                                                        const std::vector<int64_t>& specs, int64_t T, int64_t H,
-                                                        int64_t W, int64_t Ho, int64_t Wo) {
-  static std::mutex lock;
-  static std::map<std::vector<int64_t>, std::shared_ptr<const std::vector<Group>>> cache;
-  std::vector<int64_t> key{T, H, W, Ho, Wo, static_cast<int64_t>(bounds.size())};
-  key.insert(key.end(), bounds.begin(), bounds.end());
-  key.insert(key.end(), specs.begin(), specs.end());
-  {
-    std::lock_guard<std::mutex> guard(lock);
-    const auto found = cache.find(key);
-    if (found != cache.end()) return found->second;
-  }
-  auto groups = std::make_shared<const std::vector<Group>>(make_groups(bounds, specs, T, H, W, Ho, Wo));
-  std::lock_guard<std::mutex> guard(lock);
-  if (cache.size() >= 256) cache.clear();  // a bound for programs that run many shapes (masks are ~1 MB at 56x56)
-  return cache.emplace(std::move(key), std::move(groups)).first->second;
-}
-
 const Group& group_of(const std::vector<Group>& groups, int64_t c) {
   for (const auto& g : groups) if (c >= g.c0 && c < g.c1) return g;
   TORCH_CHECK(false, "depthwise stencil: channel ", c, " is in no group");
@@ -629,6 +641,39 @@ std::vector<int64_t> interleaved_channels(const std::vector<Group>& groups, int6
     TORCH_CHECK(order.size() > before, "depthwise stencil: the groups do not cover the ", C, " channels");
   }
   return order;
+}
+
+// A layer shape's plan: its groups, and the channels in the order the threads take them, each with its group
+struct Layer {
+  std::vector<Group> groups;
+  std::vector<int64_t> order;
+  std::vector<const Group*> group;  // of order[i]
+
+  Layer(const Layer&) = delete;  // group points into groups
+
+  Layer(std::vector<Group> groups_, int64_t C) : groups(std::move(groups_)), order(interleaved_channels(groups, C)) {
+    for (const int64_t c : order) group.push_back(&group_of(groups, c));
+  }
+};
+
+// The plan of a layer shape, built once: a call's branches (index maps, masks) cost up to a tenth of a small
+// layer's time to build. Keyed by everything it is built from; a network has a few dozen layer shapes.
+std::shared_ptr<const Layer> cached_layer(const std::vector<int64_t>& bounds, const std::vector<int64_t>& specs,
+                                          int64_t T, int64_t H, int64_t W, int64_t Ho, int64_t Wo) {
+  static std::mutex lock;
+  static std::map<std::vector<int64_t>, std::shared_ptr<const Layer>> cache;
+  std::vector<int64_t> key{T, H, W, Ho, Wo, static_cast<int64_t>(bounds.size())};
+  key.insert(key.end(), bounds.begin(), bounds.end());
+  key.insert(key.end(), specs.begin(), specs.end());
+  {
+    std::lock_guard<std::mutex> guard(lock);
+    const auto found = cache.find(key);
+    if (found != cache.end()) return found->second;
+  }
+  auto layer = std::make_shared<const Layer>(make_groups(bounds, specs, T, H, W, Ho, Wo), bounds.back());
+  std::lock_guard<std::mutex> guard(lock);
+  if (cache.size() >= 256) cache.clear();  // a bound for programs that run many shapes (masks are ~1 MB at 56x56)
+  return cache.emplace(std::move(key), std::move(layer)).first->second;
 }
 
 // One thread's buffers. Per branch, the input phases and the output-gradient grid keep their padding and junk
@@ -659,25 +704,25 @@ struct Scratch {
   }
 };
 
-// This thread's Scratch for a layer shape (its groups) and direction, kept from call to call: building one allocates
-// and clears every branch's buffers (hundreds of KB per thread on the larger maps), a cost that grows with the
-// branch count, so the STS static half paid it up to three times. Kept buffers stay valid: the same groups mean the
-// same branches, whose zero positions are never written. An entry is rebuilt once its groups are gone from
-// cached_groups (its weak pointer has expired, whatever the address of the new ones).
-Scratch& thread_scratch(const std::shared_ptr<const std::vector<Group>>& groups, int64_t plane_len, bool backward) {
+// This thread's Scratch for a layer shape and direction, kept from call to call: building one allocates and clears
+// every branch's buffers (hundreds of KB per thread on the larger maps), a cost that grows with the branch count, so
+// the STS static half paid it up to three times. Kept buffers stay valid: the same layer means the same branches,
+// whose zero positions are never written. An entry is rebuilt once its layer is gone from cached_layer (its weak
+// pointer has expired, whatever the address of the new one).
+Scratch& thread_scratch(const std::shared_ptr<const Layer>& layer, int64_t plane_len, bool backward) {
   struct Entry {
-    const std::vector<Group>* key;
+    const Layer* key;
     bool backward;
-    std::weak_ptr<const std::vector<Group>> alive;
+    std::weak_ptr<const Layer> alive;
     std::unique_ptr<Scratch> scratch;
   };
   thread_local std::vector<Entry> kept;
   for (auto& e : kept) {
-    if (e.key == groups.get() && e.backward == backward && !e.alive.expired()) return *e.scratch;
+    if (e.key == layer.get() && e.backward == backward && !e.alive.expired()) return *e.scratch;
   }
   kept.erase(std::remove_if(kept.begin(), kept.end(), [](const Entry& e) { return e.alive.expired(); }), kept.end());
-  if (kept.size() >= 64) kept.erase(kept.begin());  // a bound, as for cached_groups
-  kept.push_back({groups.get(), backward, groups, std::make_unique<Scratch>(*groups, plane_len, backward)});
+  if (kept.size() >= 64) kept.erase(kept.begin());  // a bound, as for cached_layer
+  kept.push_back({layer.get(), backward, layer, std::make_unique<Scratch>(layer->groups, plane_len, backward)});
   return *kept.back().scratch;
 }
 
@@ -703,6 +748,14 @@ void check(const at::Tensor& t, const char* name) {
               " must be a float32 CPU tensor");
 }
 
+// bounds, checked to split the C channels into groups (the first 0, increasing, the last C)
+const std::vector<int64_t>& checked_bounds(const std::vector<int64_t>& bounds, int64_t C) {
+  TORCH_CHECK(bounds.size() >= 2 && bounds.front() == 0 && bounds.back() == C &&
+                  std::is_sorted(bounds.begin(), bounds.end()),
+              "depthwise stencil: bounds must run from 0 to the ", C, " channels");
+  return bounds;
+}
+
 }  // namespace
 
 // x (N, C, T, H, W); weight (C, K). Channels [bounds[g], bounds[g + 1]) are the sum of the branches of group g.
@@ -720,20 +773,18 @@ at::Tensor depthwise_forward(const at::Tensor& x_, const at::Tensor& weight_, co
   const auto x = x_.contiguous();
   const auto weight = weight_.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), K = weight.size(1);
-  const auto cached = cached_groups(bounds, specs, T, H, W, Ho, Wo);
-  const auto& groups = *cached;
+  const auto layer = cached_layer(checked_bounds(bounds, C), specs, T, H, W, Ho, Wo);
   auto out = at::empty({N, C, T, Ho, Wo}, x.options());
   const float* xp = x.data_ptr<float>();
   const float* wp = weight.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  const auto order = interleaved_channels(groups, C);
   at::parallel_for(0, N * C, 1, [&](int64_t begin, int64_t end) {
-    Scratch& scratch = thread_scratch(cached, T * H * W, false);
+    Scratch& scratch = thread_scratch(layer, T * H * W, false);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t c = order[i % C], nc = i / C * C + c;
+      const int64_t c = layer->order[i % C], nc = i / C * C + c;
       const float* src = xp + nc * T * H * W;
       float* dst = op + nc * T * Ho * Wo;
-      const Group& g = group_of(groups, c);
+      const Group& g = *layer->group[i % C];
       bool transposed = false;
       for (size_t bi = 0; bi < g.branches.size(); ++bi) {
         const Branch& b = g.branches[bi];
@@ -772,8 +823,7 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Te
   const auto weight = weight_.contiguous();
   const int64_t N = x.size(0), C = x.size(1), T = x.size(2), H = x.size(3), W = x.size(4), K = weight.size(1);
   const int64_t Ho = grad.size(3), Wo = grad.size(4);
-  const auto cached = cached_groups(bounds, specs, T, H, W, Ho, Wo);
-  const auto& groups = *cached;
+  const auto layer = cached_layer(checked_bounds(bounds, C), specs, T, H, W, Ho, Wo);
   at::Tensor gx = need_x ? at::empty_like(x) : at::Tensor();
   at::Tensor gw = need_w ? at::zeros_like(weight) : at::Tensor();
   const float* xp = x.data_ptr<float>();
@@ -781,12 +831,11 @@ std::vector<at::Tensor> depthwise_backward(const at::Tensor& grad_, const at::Te
   const float* gp = grad.data_ptr<float>();
   float* gxp = need_x ? gx.data_ptr<float>() : nullptr;
   float* gwp = need_w ? gw.data_ptr<float>() : nullptr;
-  const auto order = interleaved_channels(groups, C);
   at::parallel_for(0, C, 1, [&](int64_t begin, int64_t end) {
-    Scratch& scratch = thread_scratch(cached, T * H * W, true);
+    Scratch& scratch = thread_scratch(layer, T * H * W, true);
     for (int64_t i = begin; i < end; ++i) {
-      const int64_t c = order[i];
-      const Group& g = group_of(groups, c);
+      const int64_t c = layer->order[i];
+      const Group& g = *layer->group[i];
       for (int64_t n = 0; n < N; ++n) {
         const int64_t nc = n * C + c;
         const float* src = xp + nc * T * H * W;
