@@ -4,11 +4,14 @@ Each build is loaded as its own extension and swapped in as :mod:`sts3d.models.n
 modules (the plain depthwise conv at ``impl='stencil'`` and the STS convs, faithful and aligned) run forward +
 backward through A and B in turn, interleaved round by round in one process (the order alternates), median of
 ``--rounds`` rounds of ``--repeats`` calls. Layers: the depthwise conv shapes of X3D-S and ir-CSN-50 at the STS
-benchmark's clip (batch 2, 8x128x128), or with ``--networks`` whole backbones (STS off, faithful, aligned; the
-same clip, 32 frames for SlowFast). Prints milliseconds and the ratios A / B (above 1: B is faster). For a kernel
-change: ``python bench/kernel_builds.py --base HEAD~1``.
+benchmark's clip (batch 2, 8x128x128), those of ``--layers`` (``C,T,H,W,stride`` each), or with ``--networks``
+whole backbones (STS off, faithful, aligned; the same clip, 32 frames for SlowFast). Prints milliseconds, the
+ratios A / B of the medians (above 1: B is faster) and the paired estimate: the median over rounds of each round's
+B / A (below 1: B is faster), steadier on a noisy machine since both builds of a round share its conditions. For a
+kernel change: ``python bench/kernel_builds.py --base HEAD~1``.
 
-    python bench/kernel_builds.py [--base HEAD] [--rounds 7] [--repeats 5] [--threads 2] [--networks x3d_s ...]
+    python bench/kernel_builds.py [--base HEAD] [--rounds 7] [--repeats 5] [--threads 2]
+                                  [--layers 216,8,8,8,1 ... | --networks x3d_s ...]
 """
 from __future__ import annotations
 
@@ -51,6 +54,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--layers", nargs="+", metavar="C,T,H,W,STRIDE", type=parse_layer,
+                        help="depthwise layer shapes (batch 2) instead of X3D-S's and ir-CSN-50's")
     parser.add_argument("--networks", nargs="+", help="whole backbones instead of the layers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -61,7 +66,8 @@ def main() -> None:
                   "B": native.compile_kernels("sts3d_kernels_tree", native._SOURCES)}
     print(f"A = {commit}, B = working tree; threads={args.threads} rounds={args.rounds} repeats={args.repeats} "
           f"torch={torch.__version__} cpu={native.cpu_name()}")
-    print("layer (C, T, H, W), stride | A ms: plain faithful aligned | B ms: plain faithful aligned | A / B")
+    print("layer (C, T, H, W), stride | A ms: plain faithful aligned | B ms: plain faithful aligned | A / B | "
+          "paired B / A")
     rows = {}
     if args.networks:
         for name in args.networks:
@@ -69,20 +75,36 @@ def main() -> None:
                       **{mode: create_backbone(name, sts=True, sts_mode=mode) for mode in ("faithful", "aligned")}}
             rows[name] = (models, torch.randn(2, *clip_shape(name, 8, 128)))
     else:
-        for shape, stride in LAYERS:
+        layers = LAYERS
+        if args.layers:
+            layers = [(tuple(values[:4]), values[4]) for values in args.layers]
+        for shape, stride in layers:
             c = shape[0]
             common = dict(stride=(1, stride, stride), padding=1, groups=c, bias=False)
             convs = {"plain": DepthwiseConv3d(c, c, 3, impl="stencil", **common),
                      **{mode: STSConv3d(c, c, 3, mode=mode, **common) for mode in ("faithful", "aligned")}}
             rows[f"{str(shape):<18} {stride}"] = (convs, torch.randn(2, *shape, requires_grad=True))
     for row, (runs, x) in rows.items():
-        a, b = compare(builds, runs, x, args.rounds, args.repeats)
+        a, b, paired = compare(builds, runs, x, args.rounds, args.repeats)
         print(f"{row:<20} | " + " ".join(f"{t:7.2f}" for t in a) + " | " + " ".join(f"{t:7.2f}" for t in b) + " | "
-              + " ".join(f"{x / y:5.2f}" for x, y in zip(a, b)), flush=True)
+              + " ".join(f"{x / y:5.2f}" for x, y in zip(a, b)) + " | " + " ".join(f"{r:5.3f}" for r in paired),
+              flush=True)
 
 
-def compare(builds: dict, runs: dict, x: torch.Tensor, rounds: int, repeats: int) -> tuple[list, list]:
-    """Median ms of forward + backward of each module in ``runs`` on ``x``, through build A and build B in turn."""
+def parse_layer(text: str) -> list[int]:
+    """``'216,8,8,8,1'`` -> ``[216, 8, 8, 8, 1]`` (channels, frames, height, width, spatial stride)."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 5 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected C,T,H,W,STRIDE (positive integers), got {text!r}")
+    return values
+
+
+def compare(builds: dict, runs: dict, x: torch.Tensor, rounds: int, repeats: int) -> tuple[list, list, list]:
+    """Median ms of forward + backward of each module in ``runs`` on ``x``, through build A and build B in turn,
+    and per module the median of the rounds' B / A."""
     times: dict = {(b, v): [] for b in builds for v in runs}
     for round_ in range(rounds):
         for b in sorted(builds, reverse=round_ % 2 == 1):
@@ -94,7 +116,8 @@ def compare(builds: dict, runs: dict, x: torch.Tensor, rounds: int, repeats: int
                     step(module, x)
                 times[(b, v)].append((time.perf_counter() - start) / repeats * 1e3)
     median = {key: statistics.median(values) for key, values in times.items()}
-    return [median[("A", v)] for v in runs], [median[("B", v)] for v in runs]
+    paired = [statistics.median(b / a for a, b in zip(times[("A", v)], times[("B", v)])) for v in runs]
+    return [median[("A", v)] for v in runs], [median[("B", v)] for v in runs], paired
 
 
 if __name__ == "__main__":
