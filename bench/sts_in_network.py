@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import os
 import statistics
 import time
 
@@ -39,11 +41,25 @@ def layer_key(event) -> tuple[str, tuple[int, ...], int]:
     return direction, tuple(shape), -(-shape[2] // out_h)
 
 
+@contextlib.contextmanager
+def profiler_lines_hidden():
+    """The process's stderr sent to /dev/null for the block: the profiler's C++ side writes two or three lines at
+    every start and stop (``USDT: ... profiler_start``), hundreds per run, which no log level silences."""
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def profiled_step(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, collections.Counter]:
     """Seconds of one step (profiler included) and the depthwise operators' microseconds per layer key."""
     model.zero_grad(set_to_none=True)
     start = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+    with profiler_lines_hidden(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         step(model, x)
     seconds = time.perf_counter() - start
     times: collections.Counter = collections.Counter()
