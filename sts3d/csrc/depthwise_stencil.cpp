@@ -223,8 +223,9 @@ struct Branch {
     int64_t n = 0;
     for (const auto& r : copies) n += r.n;
     if (n >= kShortRow * static_cast<int64_t>(copies.size())) return;
+    // rows all of one length, then under kShortRow as their average is: the stock kernel's rows on maps under 12 wide
     const bool same = std::all_of(copies.begin(), copies.end(), [&](const RowCopy& r) { return r.n == copies[0].n; });
-    if (copy_stride == 1 && same && copies[0].n < kShortRow) {  // the stock kernel's rows on maps under 12 wide
+    if (copy_stride == 1 && same) {
       short_len = copies[0].n;
       return;
     }
