@@ -80,7 +80,9 @@ def device_time(run, reps: int = 10) -> tuple[float, dict[str, float]]:
 
 def host_cost(runs: dict, reps: int = 300) -> str:
     """Microseconds per forward + backward of each form on a tiny layer, where the GPU waits for the host: the
-    Python and launch overhead that bounds small layers' wall time."""
+    Python and launch overhead that bounds small layers' wall time; then the parts of the stencil's share, to tell
+    where it goes (one Triton launch of the layer's forward kernel, an empty Triton kernel with pointer or integer
+    arguments, a custom autograd function that does nothing, one small PyTorch operation)."""
     x = torch.randn(1, 8, 2, 7, 7, device="cuda", requires_grad=True)
     weight = torch.randn(8, 1, 3, 3, 3, device="cuda", requires_grad=True)
     grad = torch.randn_like(x)
@@ -96,10 +98,29 @@ def host_cost(runs: dict, reps: int = 300) -> str:
 
     cells = [f"{key} {per_call_us(lambda: runs[key](x, weight, grad)):.0f}"
              for key in ("conv3d", "stencil", "sts_faithful")]
-    # one Triton launch alone: its launcher checks each pointer argument with the driver (cuPointerGetAttribute)
-    for key, launch_args in {"4 pointers": (x, weight, grad, x), "4 ints": (1, 2, 3, 4)}.items():
-        cells.append(f"empty Triton kernel, {key} {per_call_us(lambda: _empty[(1,)](*launch_args)):.0f}")
+    x_plain, out = x.detach(), torch.empty_like(x)
+    plan = cuda_stencil._plan_of(x_plain, weight, 1, cuda_stencil.PLAIN)
+    parts = {
+        "stencil forward alone": lambda: cuda_stencil.depthwise_cuda(x_plain, weight.detach(), None, 1),
+        "its forward launch": lambda: plan.forward(x_plain, weight, weight, out),
+        # a Triton launcher checks each pointer argument with the driver (cuPointerGetAttribute)
+        "empty Triton kernel, 4 pointers": lambda: _empty[(1,)](x, weight, grad, x),
+        "empty Triton kernel, 4 ints": lambda: _empty[(1,)](1, 2, 3, 4),
+        "autograd function doing nothing, fwd+bwd": lambda: torch.autograd.grad(_Nothing.apply(x), x, grad),
+        "one small op (x.sum())": lambda: x_plain.sum(),
+    }
+    cells += [f"{key} {per_call_us(run):.0f}" for key, run in parts.items()]
     return "host cost of a forward + backward, us: " + ", ".join(cells)
+
+
+class _Nothing(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad
 
 
 @triton.jit(do_not_specialize=["a", "b", "c", "d"])
