@@ -365,8 +365,10 @@ def _compiled_taps(axes: tuple, *tensors: torch.Tensor) -> Optional[tuple]:
     quarter, line = axes[0][1], axes[0][2]
     standard = axes == ((0, quarter, line), (quarter, 2 * quarter, _COLUMN[line]), (2 * quarter, axes[2][1], "t"))
     dtype = tensors[0].dtype
-    if not (standard and dtype in _COMPILED_TAP_DTYPES and native.available()
-            and all(t.device.type == "cpu" and t.is_contiguous() and t.dtype == dtype for t in tensors)):
+    # the extension last: its first call builds it, which a CUDA run must not wait for
+    if not (standard and dtype in _COMPILED_TAP_DTYPES
+            and all(t.device.type == "cpu" and t.is_contiguous() and t.dtype == dtype for t in tensors)
+            and native.available()):
         return None
     return native.extension(), quarter, line == "row_major"
 
