@@ -74,11 +74,14 @@ def main() -> None:
             for transposed in (False, True):
                 direction = "input gradient" if transposed else "forward"
                 for stride in (1, 2):
-                    flags = dict(FILLS=True, S=stride, MODE=mode, ONE_FRAME=False, TRANSPOSED=transposed,
-                                 HAS_BIAS=False, WRAPS=wraps)
-                    rows.append((f"per frame, {direction}", stride, compiled(
-                        cuda_stencil._conv_kernel, dict(KT=3, KH=3, KW=3, **flags, BH=4, BW=64), 4,
-                        cuda_stencil._WARPS, args.arch)))
+                    # the stride-2 input gradient by phase (as the kernels run it) and, to compare, with masked taps
+                    for phases in (True, False) if transposed and stride == 2 else (False,):
+                        flags = dict(FILLS=True, S=stride, MODE=mode, ONE_FRAME=False, TRANSPOSED=transposed,
+                                     HAS_BIAS=False, WRAPS=wraps, PHASES=phases)
+                        masked = ", masked" if transposed and stride == 2 and not phases else ""
+                        rows.append((f"per frame, {direction}{masked}", stride, compiled(
+                            cuda_stencil._conv_kernel, dict(KT=3, KH=3, KW=3, **flags, BH=4, BW=64), 4,
+                            cuda_stencil._WARPS, args.arch)))
                 flags = dict(FILLS=True, S=1, MODE=mode, ONE_FRAME=False, TRANSPOSED=transposed, HAS_BIAS=False,
                              WRAPS=wraps)
                 rows.append((f"streaming, {direction}", 1, compiled(

@@ -2,8 +2,9 @@
 :mod:`sts3d.models.cuda_stencil` at the module's settings and at others (``stream*``: outputs per program / warps of
 the streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel
 everywhere, ``stream_s1``: by the streaming one at every stride-1 map; ``wgrad*``: the weight-gradient kernel's
-block / warps, ``wgrad_gather``: its gather of every tap per frame), and the STS depthwise conv in both modes at the
-defaults. First, the host's cost of a forward + backward (a tiny layer, where the GPU waits for the CPU). Per form: ms
+block / warps, ``wgrad_gather``: its gather of every tap per frame; ``masked_s2``: the stride-2 input gradient with
+every tap masked, not by phase), and the STS depthwise conv in both modes at the defaults (``sts_aligned_masked_s2``:
+aligned, masked). First, the host's cost of a forward + backward (a tiny layer, where the GPU waits for the CPU). Per form: ms
 forward / forward + backward (input and weight gradients), ``triton.testing.do_bench`` wall-clock medians, which
 include the launch overhead, / forward + backward GPU time (the kernels' sum, from the profiler). The plain forms
 are checked against the stock conv first. A second table gives each kernel's GPU time for the stock conv and the
@@ -27,12 +28,12 @@ from sts3d.models import cuda_stencil
 from depthwise import layer_shapes
 
 SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_STREAM_STRIDES", "_STREAM_MIN_FRAME", "_TILE", "_WARPS", "_WGRAD_BLOCK",
-            "_WGRAD_WARPS", "_WGRAD_STREAM")
+            "_WGRAD_WARPS", "_WGRAD_STREAM", "_S2_PHASES")
 DEFAULT = {k: getattr(cuda_stencil, k) for k in SETTINGS}
 TILES = {  # the default, then variants: where the streaming kernel serves, the weight gradient's kernel and block
     "stencil": {}, "per_frame": dict(_STREAM_STRIDES=()), "stream_s1": dict(_STREAM_MIN_FRAME=0),
     "wgrad_gather": dict(_WGRAD_STREAM=False), "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2),
-    "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4)}
+    "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4), "masked_s2": dict(_S2_PHASES=False)}
 
 
 def set_tiles(**changes) -> None:
@@ -61,7 +62,8 @@ def forms(s: int, variants: Optional[list[str]] = None) -> dict:
         return run
 
     every = {"conv3d": stock, **{k: stencil(v) for k, v in TILES.items()}, "sts_faithful": sts(True),
-             "sts_aligned": sts(False), "sts_faithful_wgrad32": sts(True, dict(_WGRAD_BLOCK=32))}
+             "sts_aligned": sts(False), "sts_faithful_wgrad32": sts(True, dict(_WGRAD_BLOCK=32)),
+             "sts_aligned_masked_s2": sts(False, dict(_S2_PHASES=False))}
     return {k: v for k, v in every.items() if k in ("conv3d", "stencil") or variants is None or k in variants}
 
 
@@ -106,7 +108,12 @@ def host_cost(runs: dict, reps: int = 300) -> str:
         # a Triton launcher checks each pointer argument with the driver (cuPointerGetAttribute)
         "empty Triton kernel, 4 pointers": lambda: _empty[(1,)](x, weight, grad, x),
         "empty Triton kernel, 4 ints": lambda: _empty[(1,)](1, 2, 3, 4),
+        "its backward called directly": lambda: cuda_stencil._backward_impl(grad, x_plain, weight, 1,
+                                                                            cuda_stencil.PLAIN, True, True),
         "autograd function doing nothing, fwd+bwd": lambda: torch.autograd.grad(_Nothing.apply(x), x, grad),
+        # the backward runs on the autograd engine's thread for the device: a launch from there
+        "the same launching the empty kernel in its backward": lambda: torch.autograd.grad(_Launches.apply(x), x,
+                                                                                            grad),
         "one small op (x.sum())": lambda: x_plain.sum(),
     }
     cells += [f"{key} {per_call_us(run):.0f}" for key, run in parts.items()]
@@ -120,6 +127,17 @@ class _Nothing(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        return grad
+
+
+class _Launches(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        _empty[(1,)](grad, grad, grad, grad)
         return grad
 
 

@@ -54,13 +54,15 @@ python3 -c "import torch, triton, timm; print('torch', torch.__version__, 'trito
 for name in $parts; do
     case $name in
         check)
-            # the two networks with depthwise convs, the ones that run our kernels (over 120 s for all six)
-            part check 150 python3 bench/cuda_check.py --models x3d_s csn50_ir
+            # every kernel per layer, then X3D-S whole (its depthwise convs run our kernels): 197 s on a fresh H200
+            # in session 14, most of it Triton compiling (over 120 s for all six networks)
+            part check 210 python3 bench/cuda_check.py --models x3d_s
             if [ $? -eq 1 ]; then  # a failed check, not one cut at its time (124)
                 echo "=== the Triton kernels failed their check: the benchmarks after it run with them switched off"
                 export STS3D_NO_EXTENSION=1
             fi ;;
-        kernels) STS3D_NO_EXTENSION=0 part kernels 150 python3 bench/cuda_kernels.py ;;
+        kernels) STS3D_NO_EXTENSION=0 part kernels 150 python3 bench/cuda_kernels.py \
+            --variants masked_s2 sts_faithful sts_aligned sts_aligned_masked_s2 ;;
         depthwise) part depthwise 75 python3 bench/depthwise.py --device cuda --forms stencil --batch 8 --size 224 \
             --rounds 9 --skip-layers ;;
         depthwise_x3d) part depthwise_x3d 60 python3 bench/depthwise.py --device cuda --forms stencil --models x3d_s \

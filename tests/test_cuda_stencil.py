@@ -24,6 +24,10 @@ PLAIN_CASES = {  # name: (T, H, W, stride, kernel)
     "1x3x3 s2": (2, 6, 5, 2, (1, 3, 3)),
     "5x1x1": (4, 3, 4, 1, (5, 1, 1)),
     "several tiles": (3, 12, 11, 1, (3, 3, 3)),  # the weight gradient's programs cover 64 outputs of a frame
+    # the stride-2 input gradient by phase: tiles of 8 x 32 inputs, odd sizes, and stage 1's one-frame clips
+    "s2 several tiles": (2, 19, 37, 2, (3, 3, 3)),
+    "one frame s2": (1, 6, 7, 2, (3, 3, 3)),
+    "1x5x5 s2": (2, 9, 10, 2, (1, 5, 5)),
 }
 STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differs where the lines fill the map
     "s1": (3, 7, 6, 1),
@@ -33,6 +37,7 @@ STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differ
     "s2 tiny": (2, 2, 2, 2),
     "one frame": (1, 5, 9, 1),
     "several tiles": (2, 12, 11, 1),
+    "s2 several tiles": (2, 19, 37, 2),
     # from 4 x 4 frames on the faithful lines' taps are moved from their output's row and column (smaller frames,
     # "s1 short rows" and "s2 tiny", divide per tap): the smallest such frames, wide and tall
     "s1 four rows": (2, 4, 9, 1),

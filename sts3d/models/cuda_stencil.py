@@ -63,6 +63,10 @@ _WGRAD_STREAM = True
 # per-frame kernel's GPU time on 56x56 frames, but 1.2-2x on 28x28 and smaller (fewer programs, each running through
 # the frames in turn), and 1.4-3.5x at stride 2.
 _STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES, _STREAM_MIN_FRAME = 128, 2, (1,), 2048
+# The per-frame input gradient at stride 2 sums each of its four phases' own taps (_input_grad_s2) rather than all
+# taps with the others masked: in the sm_90 code of a 3x3x3 conv, 336 instead of 688 instructions (plain) and 520
+# instead of 1128 (aligned STS); the masked form took 3x the forward's GPU time on an H200 (session 14).
+_S2_PHASES = True
 
 
 @functools.lru_cache(maxsize=1)
@@ -172,15 +176,78 @@ if triton is not None:
             return _line_tap(oh, ow, H, W, OH, OW, S, k - 4, FILLS, False, TRANSPOSED, WRAPS)
         return _line_tap(oh, ow, H, W, OH, OW, S, k - 22, FILLS, True, TRANSPOSED, WRAPS)
 
+    @triton.jit
+    def _static_sum(src, weights, oh, ow, inside, H, W, OH, OW, S: tl.constexpr, FILLS: tl.constexpr,
+                    MODE: tl.constexpr, TRANSPOSED: tl.constexpr, WRAPS: tl.constexpr):
+        """The STS static half's 27 taps (see :func:`_static_tap`) of one frame ``src``, summed at ``(oh, ow)``."""
+        acc = tl.zeros(inside.shape, dtype=tl.float32)
+        for k in tl.static_range(27):
+            at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED, WRAPS)
+            v = tl.load(src + at, mask=inside & ok, other=0.0)
+            acc += v.to(tl.float32) * tl.load(weights + k).to(tl.float32)
+        return acc
+
+    @triton.jit
+    def _phase_tap(src, weight, u, v, A: tl.constexpr, B: tl.constexpr, DY: tl.constexpr, DX: tl.constexpr, OH, OW,
+                   ok):
+        """Tap ``(DY, DX)`` of a stride-2 conv, transposed, for inputs ``(2u + A, 2v + B)``, where ``A - DY`` and
+        ``B - DX`` are even: the output gradient at ``(u + (A - DY) / 2, v + (B - DX) / 2)`` times the weight."""
+        sh = u + (A - DY + 16) // 2 - 8  # exact: the offsets are even (the 16 keeps the division's operand >= 0)
+        sw = v + (B - DX + 16) // 2 - 8
+        ok = ok & (sh >= 0) & (sh < OH) & (sw >= 0) & (sw < OW)
+        return tl.load(src + sh * OW + sw, mask=ok, other=0.0).to(tl.float32) * tl.load(weight).to(tl.float32)
+
+    @triton.jit
+    def _input_grad_s2(src, weights, out, t, T, H, W, OH, OW, STATIC: tl.constexpr, KT: tl.constexpr,
+                       KH: tl.constexpr, KW: tl.constexpr, ONE_FRAME: tl.constexpr, BH: tl.constexpr,
+                       BW: tl.constexpr):
+        """The input gradient of a stride-2 conv on one frame's ``BH x BW`` tile (``out``: the frame's start), by
+        its four phases: input ``(2u + a, 2v + b)`` receives a tap ``(dy, dx)`` only where ``a - dy`` and ``b - dx``
+        are even, so each phase sums just those taps (a quarter of a 3x3 kernel's, on average) instead of masking
+        the others. ``STATIC``: the aligned STS static half (a ``1x9`` line, the centre ``3x3``, a ``9x1`` line, all
+        in frame ``t``); else the plain ``KT x KH x KW`` taps."""
+        u = tl.program_id(1) * (BH // 2) + tl.arange(0, BH // 2)[:, None]
+        v = tl.program_id(2) * (BW // 2) + tl.arange(0, BW // 2)[None, :]
+        for a in tl.static_range(2):
+            for b in tl.static_range(2):
+                ih = 2 * u + a
+                iw = 2 * v + b
+                inside = (ih < H) & (iw < W)
+                acc = tl.zeros([BH // 2, BW // 2], dtype=tl.float32)
+                if STATIC:
+                    frame = src + t * OH * OW
+                    for j in tl.static_range(9):
+                        if a == 0 and (b - (j - 4)) % 2 == 0:  # the width line (dy 0), weights 0-8
+                            acc += _phase_tap(frame, weights + j, u, v, a, b, 0, j - 4, OH, OW, inside)
+                        if (a - (j // 3 - 1)) % 2 == 0 and (b - (j % 3 - 1)) % 2 == 0:  # the centre, 9-17
+                            acc += _phase_tap(frame, weights + 9 + j, u, v, a, b, j // 3 - 1, j % 3 - 1, OH, OW,
+                                              inside)
+                        if b == 0 and (a - (j - 4)) % 2 == 0:  # the height line (dx 0), 18-26
+                            acc += _phase_tap(frame, weights + 18 + j, u, v, a, b, j - 4, 0, OH, OW, inside)
+                else:
+                    for i in tl.static_range(KT):
+                        ts = t - (i - KT // 2)
+                        if i == KT // 2 or not ONE_FRAME:
+                            frame = src + ts * OH * OW
+                            for y in tl.static_range(KH):
+                                for x in tl.static_range(KW):
+                                    if (a - (y - KH // 2)) % 2 == 0 and (b - (x - KW // 2)) % 2 == 0:
+                                        acc += _phase_tap(frame, weights + (i * KH + y) * KW + x, u, v, a, b,
+                                                          y - KH // 2, x - KW // 2, OH, OW,
+                                                          inside & (ts >= 0) & (ts < T))
+                tl.store(out + ih * W + iw, acc.to(out.dtype.element_ty), mask=inside)
+
     @triton.jit(do_not_specialize=_SIZES)
     def _conv_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS: tl.constexpr,
                      KT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
                      ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr, HAS_BIAS: tl.constexpr, WRAPS: tl.constexpr,
-                     BH: tl.constexpr, BW: tl.constexpr):
+                     PHASES: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
         """One frame's ``BH x BW`` output tile. Forward: src ``(.., T, H, W)``, out ``(.., T, OH, OW)``; with
         ``TRANSPOSED`` the input gradient: src the output gradient, out the input's, the sizes as in the forward.
         Channels below ``SPLIT`` are STS's static half (``MODE`` 1 or 2), the others plain. ``ONE_FRAME``
-        (``T == 1``, stage 1's images): only the centre temporal taps, the others read padding."""
+        (``T == 1``, stage 1's images): only the centre temporal taps, the others read padding. ``PHASES`` (the
+        input gradient at stride 2, tiles of at least 2 x 2): the plain taps and the aligned static half by phase
+        (:func:`_input_grad_s2`)."""
         frame = tl.program_id(0)
         t = frame % T
         plane = frame // T
@@ -193,27 +260,35 @@ if triton is not None:
         ow = tl.program_id(2) * BW + tl.arange(0, BW)[None, :]
         inside = (oh < rows) & (ow < cols)
         src = src_ptr + plane.to(tl.int64) * T * src_size
+        out = out_ptr + frame.to(tl.int64) * rows * cols
         weights = w_ptr + c * KT * KH * KW
-        acc = tl.zeros([BH, BW], dtype=tl.float32)
-        if c >= SPLIT:
-            for i in tl.static_range(KT):
-                ts = t - (i - KT // 2) if TRANSPOSED else t + i - KT // 2
-                if i == KT // 2 or not ONE_FRAME:
-                    for y in tl.static_range(KH):
-                        for x in tl.static_range(KW):
-                            at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, x - KW // 2, TRANSPOSED)
-                            v = tl.load(src + ts * src_size + at, mask=inside & ok & (ts >= 0) & (ts < T),
-                                        other=0.0)
-                            acc += v.to(tl.float32) * tl.load(weights + (i * KH + y) * KW + x).to(tl.float32)
-        elif MODE != 0:
-            for k in tl.static_range(27):
-                at, ok = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED, WRAPS)
-                v = tl.load(src + t * src_size + at, mask=inside & ok, other=0.0)
-                acc += v.to(tl.float32) * tl.load(weights + k).to(tl.float32)
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + c).to(tl.float32)
-        tl.store(out_ptr + (frame.to(tl.int64) * rows + oh) * cols + ow, acc.to(out_ptr.dtype.element_ty),
-                 mask=inside)
+        if PHASES:
+            if c >= SPLIT:
+                _input_grad_s2(src, weights, out, t, T, H, W, OH, OW, False, KT, KH, KW, ONE_FRAME, BH, BW)
+            elif MODE == 2:
+                _input_grad_s2(src, weights, out, t, T, H, W, OH, OW, True, KT, KH, KW, ONE_FRAME, BH, BW)
+            elif MODE == 1:  # the faithful lines run along the flattened frame: no phase structure to use
+                acc = _static_sum(src + t * src_size, weights, oh, ow, inside, H, W, OH, OW, S, FILLS, MODE,
+                                  TRANSPOSED, WRAPS)
+                tl.store(out + oh * cols + ow, acc.to(out_ptr.dtype.element_ty), mask=inside)
+        else:
+            acc = tl.zeros([BH, BW], dtype=tl.float32)
+            if c >= SPLIT:
+                for i in tl.static_range(KT):
+                    ts = t - (i - KT // 2) if TRANSPOSED else t + i - KT // 2
+                    if i == KT // 2 or not ONE_FRAME:
+                        for y in tl.static_range(KH):
+                            for x in tl.static_range(KW):
+                                at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, x - KW // 2, TRANSPOSED)
+                                v = tl.load(src + ts * src_size + at, mask=inside & ok & (ts >= 0) & (ts < T),
+                                            other=0.0)
+                                acc += v.to(tl.float32) * tl.load(weights + (i * KH + y) * KW + x).to(tl.float32)
+            elif MODE != 0:
+                acc = _static_sum(src + t * src_size, weights, oh, ow, inside, H, W, OH, OW, S, FILLS, MODE,
+                                  TRANSPOSED, WRAPS)
+            if HAS_BIAS:
+                acc += tl.load(bias_ptr + c).to(tl.float32)
+            tl.store(out + oh * cols + ow, acc.to(out_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit(do_not_specialize=_SIZES)
     def _stream_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS: tl.constexpr,
@@ -262,11 +337,8 @@ if triton is not None:
                          mask=inside & (f >= 1))
         elif MODE != 0:
             for t in range(T):
-                acc = tl.zeros([1, BH, BW], dtype=tl.float32)
-                for k in tl.static_range(27):
-                    at_k, ok_k = _static_tap(k, oh, ow, H, W, OH, OW, S, FILLS, MODE, TRANSPOSED, WRAPS)
-                    v_k = tl.load(src + t * src_size + at_k, mask=inside & ok_k, other=0.0)
-                    acc += v_k.to(tl.float32) * tl.load(weights + k).to(tl.float32)
+                acc = _static_sum(src + t * src_size, weights, oh, ow, inside, H, W, OH, OW, S, FILLS, MODE,
+                                  TRANSPOSED, WRAPS)
                 tl.store(out + t * rows * cols, (acc + bias).to(out_ptr.dtype.element_ty), mask=inside)
 
     @triton.jit
@@ -417,7 +489,7 @@ class _Plan(NamedTuple):
 def _settings() -> tuple:
     """The tunables above, read per call (benchmarks and tests change them)."""
     return (_TILE, _WARPS, _WGRAD_BLOCK, _WGRAD_WARPS, _WGRAD_STREAM, _STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES,
-            _STREAM_MIN_FRAME)
+            _STREAM_MIN_FRAME, _S2_PHASES)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -428,7 +500,7 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
     measured on the CPU with the launches left out; on an H200 host the launches themselves dominate). Forward and
     input gradient: ``3x3x3`` kernels stream through the frames where that was faster (the ``_STREAM_*`` settings),
     the others take a program per frame."""
-    tile, warps, w_block, w_warps, w_stream, s_tile, s_warps, s_strides, s_min_frame = settings
+    tile, warps, w_block, w_warps, w_stream, s_tile, s_warps, s_strides, s_min_frame, s2_phases = settings
     n, c, t, h, w = shape
     oh, ow = out_size(h, stride), out_size(w, stride)
     kt, kh, kw = kernel
@@ -445,7 +517,9 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
             grid, bh, bw = _tiling(n * c, rows, cols, s_tile)
             return Launch(_stream_kernel, grid, sizes, dict(**flags, BH=bh, BW=bw), s_warps)
         grid, bh, bw = _tiling(n * c * t, rows, cols, tile)
-        return Launch(_conv_kernel, grid, sizes, dict(KT=kt, KH=kh, KW=kw, **flags, BH=bh, BW=bw), warps)
+        phases = s2_phases and transposed and stride == 2 and bh > 1 and bw > 1
+        return Launch(_conv_kernel, grid, sizes, dict(KT=kt, KH=kh, KW=kw, **flags, PHASES=phases, BH=bh, BW=bw),
+                      warps)
 
     block = min(w_block, _pow2(oh * ow))
     tiles = _cdiv(oh * ow, block)
