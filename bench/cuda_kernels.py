@@ -4,10 +4,10 @@ the streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those pass
 everywhere, ``stream_s1``: by the streaming one at every stride-1 map; ``wgrad*``: the weight-gradient kernel's
 block / warps, ``wgrad_gather``: its gather of every tap per frame; ``masked_s2``: the stride-2 input gradient with
 every tap masked, not by phase), and the STS depthwise conv in both modes at the defaults (``sts_aligned_masked_s2``:
-aligned, masked). First, the host's cost of a forward + backward (a tiny layer, where the GPU waits for the CPU). Per form: ms
-forward / forward + backward (input and weight gradients), ``triton.testing.do_bench`` wall-clock medians, which
-include the launch overhead, / forward + backward GPU time (the kernels' sum, from the profiler). The plain forms
-are checked against the stock conv first. A second table gives each kernel's GPU time for the stock conv and the
+aligned, masked). First, the host's cost of a forward + backward (a tiny layer, where the GPU waits for the CPU).
+Per form: ms forward / forward + backward (input and weight gradients), ``triton.testing.do_bench`` wall-clock
+medians, which include the launch overhead, / forward + backward GPU time (the kernels' sum, from the profiler). The
+plain forms are checked against the stock conv first. A second table gives each kernel's GPU time for the stock conv and the
 default kernels. For tuning on a new GPU.
 
     python bench/cuda_kernels.py [--batch 8] [--size 224] [--models csn50_ir x3d_s]

@@ -6,7 +6,8 @@
 #
 #   bash bench/gpu_run.sh [SECONDS [PART...]]   # default 540 s, all parts in the order below
 #
-# PARTs (check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview)
+# PARTs (check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview
+# graphs_x3d)
 # pick and order the parts; a check that fails (not one cut at its time) switches the kernels off for the parts after
 # it, except the per-layer one (which marks wrong results).
 #
@@ -17,7 +18,7 @@
 set -u
 budget=${1:-540}
 shift $(($# > 0 ? 1 : 0))
-parts=${*:-check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview}
+parts=${*:-check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview graphs_x3d}
 start=$SECONDS
 out=${OUT:-/tmp/sts3d-gpu}
 mkdir -p "$out"
@@ -78,6 +79,8 @@ for name in $parts; do
             --size 224 --rounds 3 --switches channels_last bf16 ;;
         loader) part loader 60 python3 bench/loader_vs_model.py --device cuda --batch 16 --decoders decord --threads 8 ;;
         multiview) part multiview 40 python3 bench/multiview_test.py --device cuda ;;
+        graphs_x3d) part graphs_x3d 200 python3 bench/train_step.py --device cuda --models x3d_s --batch 8 --size 224 \
+            --rounds 3 --switches cudagraphs ;;  # the host-bound step (batch 8) with its launches replayed
         *) echo "=== unknown part $name" ;;
     esac
 done

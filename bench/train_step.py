@@ -1,6 +1,7 @@
 """Training-step speed of the six networks with the config's speed switches, and peak memory per step.
 
-For every network and switch (``channels_last``, ``bf16``, ``compile``: the keys of the fine-tuning configs) a child
+For every network and switch (``channels_last``, ``bf16``, ``compile``: the keys of the fine-tuning configs;
+``cudagraphs``: ``compile='reduce-overhead'``, a GPU's, not in the default list) a child
 process builds the network twice, as the fine-tuning engine does (``sts3d.engine.video_train``: STS on, SGD, grad
 clipping at 40), once eager float32 and once with the switch, and times their steps interleaved over several rounds,
 so the printed ratio compares the two under the same load. A child per switch keeps a crash (CPU bf16 conv3d in
@@ -23,7 +24,9 @@ import subprocess
 import sys
 import time
 
-SWITCHES = ("channels_last", "bf16", "compile")
+# switch name -> the config's setting; ``cudagraphs`` is the compile switch's 'reduce-overhead' mode
+SWITCHES = {"channels_last": {"channels_last": True}, "bf16": {"bf16": True}, "compile": {"compile": True},
+            "cudagraphs": {"compile": "reduce-overhead"}}
 MODELS = ("csn50_ir", "r2plus1d34", "slowfast50_4x16", "slowfast50_8x8", "slowonly50", "x3d_s")
 
 
@@ -42,7 +45,7 @@ def build_trainer(name: str, switch: str | None, device: str, with_cp: bool = Fa
     cfg = {"optimizer": {"type": "SGD", "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4},
            "optimizer_config": {"grad_clip": {"max_norm": 40, "norm_type": 2}}}
     if switch:
-        cfg[switch] = True
+        cfg.update(SWITCHES[switch])
     ctx = DistContext(device=torch.device(device))
     overrides = {"with_cp": True} if with_cp else {}
     model = create_recognizer(name, num_classes=400, sts=True, **overrides)
@@ -136,7 +139,8 @@ def run_child(argv: list[str], threads: int) -> tuple[dict | None, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
-    parser.add_argument("--switches", nargs="+", default=list(SWITCHES), choices=SWITCHES)
+    parser.add_argument("--switches", nargs="+", default=["channels_last", "bf16", "compile"],
+                        choices=list(SWITCHES))
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--frames", type=int, default=8, help="clip length (SlowFast: 4x this)")

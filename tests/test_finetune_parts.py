@@ -14,7 +14,8 @@ from sts3d.data.pipeline import PipelineError, clip_settings, num_segments
 from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
 from sts3d.engine.precise_bn import update_bn_stats
 from sts3d.engine.schedule import CosineWarmup
-from sts3d.engine.video_train import Precision, build_optimizer
+from sts3d.engine.distributed import DistContext
+from sts3d.engine.video_train import Precision, build_optimizer, prepare_model
 from sts3d.models import create_backbone
 from sts3d.models.fuse import fuse_conv_bn
 
@@ -185,3 +186,13 @@ def test_trainer_normalises_uint8_clips_on_the_device_in_the_asked_layout(channe
     out = trainer.to_device(clips)
     assert out.dtype == torch.float32 and torch.equal(out, normalize_clips(clips))
     assert out.flatten(0, 1).is_contiguous(memory_format=torch.channels_last_3d) == channels_last
+
+
+def test_compile_switch_takes_a_mode_and_names_the_valid_ones():
+    ctx, model = DistContext(device=torch.device("cpu")), nn.Linear(2, 2)
+    precision = Precision.from_config({}, ctx.device)
+    compiled, _ = prepare_model(model, {"compile": "reduce-overhead"}, ctx, precision)
+    assert isinstance(compiled, torch._dynamo.eval_frame.OptimizedModule) and compiled._orig_mod is model
+    assert prepare_model(model, {"compile": False}, ctx, precision)[0] is model
+    with pytest.raises(ValueError, match="reduce-overhead.*got 'fast'"):
+        prepare_model(model, {"compile": "fast"}, ctx, precision)

@@ -281,8 +281,14 @@ def prepare_model(model: Recognizer3D, cfg: Mapping[str, Any], ctx: DistContext,
     if ctx.distributed:
         step_model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
                                              else None, find_unused_parameters=bool(cfg.get("find_unused_parameters")))
-    if cfg.get("compile"):
-        step_model = torch.compile(step_model)
+    mode = cfg.get("compile")
+    if mode:
+        # True: torch.compile's default mode; a mode by name, e.g. 'reduce-overhead' (CUDA graphs: each step replays
+        # its launches, for a network whose eager step waits on the host, as X3D-S's does on a GPU)
+        modes = tuple(torch._inductor.list_mode_options())
+        if mode is not True and mode not in modes:
+            raise ValueError(f"compile must be True, False or one of {modes}, got {mode!r}")
+        step_model = torch.compile(step_model, mode=None if mode is True else mode)
     return step_model, channels_last
 
 

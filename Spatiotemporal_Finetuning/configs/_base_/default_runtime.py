@@ -17,7 +17,8 @@ find_unused_parameters = False
 # for bf16 autocast there)
 fp16 = dict(loss_scale=512.)
 # speed switches of this project (docs/benchmarks.md): bf16 autocast instead of fp16, channels_last_3d memory
-# format, torch.compile of the training step
+# format, torch.compile of the training step (True, or a torch.compile mode: 'reduce-overhead' replays each step's
+# launches as CUDA graphs, for networks whose eager GPU step waits on the host, such as X3D-S)
 bf16 = False
 channels_last = False
 compile = False
