@@ -7,8 +7,8 @@ every tap masked, not by phase), and the STS depthwise conv in both modes at the
 aligned, masked). First, the host's cost of a forward + backward (a tiny layer, where the GPU waits for the CPU).
 Per form: ms forward / forward + backward (input and weight gradients), ``triton.testing.do_bench`` wall-clock
 medians, which include the launch overhead, / forward + backward GPU time (the kernels' sum, from the profiler). The
-plain forms are checked against the stock conv first. A second table gives each kernel's GPU time for the stock conv and the
-default kernels. For tuning on a new GPU.
+plain forms are checked against the stock conv first. A second table gives each kernel's GPU time for the stock conv
+and the default kernels. For tuning on a new GPU.
 
     python bench/cuda_kernels.py [--batch 8] [--size 224] [--models csn50_ir x3d_s]
 """
@@ -108,8 +108,7 @@ def host_cost(runs: dict, reps: int = 300) -> str:
         # a Triton launcher checks each pointer argument with the driver (cuPointerGetAttribute)
         "empty Triton kernel, 4 pointers": lambda: _empty[(1,)](x, weight, grad, x),
         "empty Triton kernel, 4 ints": lambda: _empty[(1,)](1, 2, 3, 4),
-        "its backward called directly": lambda: cuda_stencil._backward_impl(grad, x_plain, weight, 1,
-                                                                            cuda_stencil.PLAIN, True, True),
+        "its backward called directly": lambda: cuda_stencil._run_backward(plan, grad, x_plain, weight, True, True),
         "autograd function doing nothing, fwd+bwd": lambda: torch.autograd.grad(_Nothing.apply(x), x, grad),
         # the backward runs on the autograd engine's thread for the device: a launch from there
         "the same launching the empty kernel in its backward": lambda: torch.autograd.grad(_Launches.apply(x), x,
