@@ -123,8 +123,9 @@ if triton is not None:
         forward or transposed direction as :func:`_plain_tap`. ``FILLS``: the output takes every ``S**2``-th
         element of the line (row-major, or column-major for the column line); else the line at ``(oh S, ow S)``.
         ``WRAPS`` (frames of at least 4 x 4): a tap's position is its output's, split into row and column once
-        (the same divisions for every tap, which the compiler computes once), moved by ``d`` with :func:`_wrap`;
-        else every tap divides by the frame's sizes."""
+        (the same divisions for every tap, which the compiler computes once; none at stride 1, where that is the
+        output's own row and column), moved by ``d`` with :func:`_wrap`; else every tap divides by the frame's
+        sizes."""
         if TRANSPOSED:  # (oh, ow) is an input position: r, the line position of the output that reads it
             r = (ow * H + oh - d) if COLUMN else (oh * W + ow - d)
             if FILLS:  # the output whose k-th place in the map (column-major for the column line) is r / S**2
@@ -133,9 +134,11 @@ if triton is not None:
                 fills = (r >= 0) & (r % step == 0) & (k < OH * OW)
                 if not COLUMN:
                     return k, fills
-                if WRAPS:
+                if WRAPS and S == 1:  # the output's row and column are the input's (no division)
+                    kw, kh = _wrap(ow, oh - d, H)
+                elif WRAPS:
                     # the line position of tap 0 over step, split by OH, moved by k's distance from it (at most 4,
-                    # a single wrap: OH >= 4 at stride 1, and at stride 2 the valid taps are within one output)
+                    # a single wrap: at stride 2 the valid taps are within one output)
                     base = (ow * H + oh) // step
                     kw, kh = _wrap(base // OH, base % OH + (k - base), OH)
                 else:
@@ -154,7 +157,10 @@ if triton is not None:
         if COLUMN:
             base = (ow * OH + oh) * S * S if FILLS else ow * S * H + oh * S
             if WRAPS:
-                qw, qh = _wrap(base // H, base % H + d, H)
+                if S == 1:  # base is (ow, oh) itself: no division
+                    qw, qh = _wrap(ow, oh + d, H)
+                else:
+                    qw, qh = _wrap(base // H, base % H + d, H)
                 return qh * W + qw, (qw >= 0) & (qw < W)
             q = base + d
             return (q % H) * W + q // H, (q >= 0) & (q < H * W)
