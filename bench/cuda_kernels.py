@@ -129,11 +129,7 @@ class _Nothing(torch.autograd.Function):
         return grad
 
 
-class _Launches(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.view_as(x)
-
+class _Launches(_Nothing):
     @staticmethod
     def backward(ctx, grad):
         _empty[(1,)](grad, grad, grad, grad)

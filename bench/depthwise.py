@@ -153,18 +153,12 @@ def bench_step(name: str, args: argparse.Namespace) -> bool:
           + ", ".join(f"{k} {med['conv3d'][1] / med[k][1]:.2f}x" for k in names[1:])
           + f" (target {target}x: {'met' if total >= target else 'MISSED'})", flush=True)
     if device.type == "cuda":  # a step whose GPU time is well under its wall time waits on the host's launches
-        gpu = {k: gpu_seconds(step_runner(m, inputs[k])) for k, m in models.items()}
+        from cuda_kernels import device_time  # imports triton, which CPU-only installs lack
+
+        gpu = {k: device_time(step_runner(m, inputs[k]), reps=3)[0] / 1e3 for k, m in models.items()}
         print(f"{'':<12} GPU s    " + " / ".join(f"{k} {gpu[k]:.4f}" for k in names) + "   stock / form: "
               + ", ".join(f"{k} {gpu['conv3d'] / gpu[k]:.2f}x" for k in names[1:]), flush=True)
     return total >= target
-
-
-def gpu_seconds(run: Callable, reps: int = 3) -> float:
-    """The GPU time of one call of ``run``: the sum of its kernels' times, from the profiler."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            run()
-    return sum(e.self_device_time_total for e in prof.key_averages()) / reps / 1e6
 
 
 def main() -> None:
