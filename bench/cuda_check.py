@@ -8,6 +8,9 @@ training runs keep PyTorch's defaults. Needs ``../shared/reference`` (or ``STS3D
 any check fails.
 
     python bench/cuda_check.py [--models csn50_ir x3d_s ...]
+
+``STS3D_DIRECT_LAUNCH=1`` runs every check with the kernels launched through their compiled launchers
+(``sts3d.models.triton_launch.DIRECT``).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from reference import load_case, reference_input, set_reference_weights  # noqa: E402
 
-from sts3d.models import create_backbone, cuda_stencil, list_backbones, native  # noqa: E402
+from sts3d.models import create_backbone, cuda_stencil, list_backbones, native, triton_launch  # noqa: E402
 
 
 def as_tuple(out) -> tuple[torch.Tensor, ...]:
@@ -117,7 +120,8 @@ def main() -> None:
         # kernels' build (minutes on some GPU hosts)
         native.available = lambda: False
     where = torch.cuda.get_device_name() if args.device == "cuda" else args.device
-    print(f"{where}, torch {torch.__version__}, Triton kernels available: {cuda_stencil.available()}")
+    print(f"{where}, torch {torch.__version__}, Triton kernels available: {cuda_stencil.available()}, "
+          f"direct launch: {triton_launch.DIRECT}")
     ok = all(error <= 1e-5 for error in layer_errors(args.device).values())
     print("\nwhole backbones: eval-mode outputs against the original's, and outputs and gradients against float64 "
           "(a ReLU whose input rounds to the other side of 0 can move the gradients by ~1e-3: bound 1e-2)")

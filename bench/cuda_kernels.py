@@ -3,7 +3,8 @@
 the streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel
 everywhere, ``stream_s1``: by the streaming one at every stride-1 map; ``wgrad*``: the weight-gradient kernel's
 block / warps, ``wgrad_gather``: its gather of every tap per frame; ``masked_s2``: the stride-2 input gradient with
-every tap masked, not by phase), and the STS depthwise conv in both modes at the defaults (``sts_aligned_masked_s2``:
+every tap masked, not by phase; ``direct``: launched through the compiled kernels' own launchers,
+``triton_launch.DIRECT``), and the STS depthwise conv in both modes at the defaults (``sts_aligned_masked_s2``:
 aligned, masked). First, the host's cost of a forward + backward (a tiny layer, where the GPU waits for the CPU).
 Per form: ms forward / forward + backward (input and weight gradients), ``triton.testing.do_bench`` wall-clock
 medians, which include the launch overhead, / forward + backward GPU time (the kernels' sum, from the profiler). The
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 import triton
 import triton.testing
 
-from sts3d.models import cuda_stencil
+from sts3d.models import cuda_stencil, triton_launch
 
 from depthwise import layer_shapes
 
@@ -33,10 +34,12 @@ DEFAULT = {k: getattr(cuda_stencil, k) for k in SETTINGS}
 TILES = {  # the default, then variants: where the streaming kernel serves, the weight gradient's kernel and block
     "stencil": {}, "per_frame": dict(_STREAM_STRIDES=()), "stream_s1": dict(_STREAM_MIN_FRAME=0),
     "wgrad_gather": dict(_WGRAD_STREAM=False), "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2),
-    "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4), "masked_s2": dict(_S2_PHASES=False)}
+    "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4), "masked_s2": dict(_S2_PHASES=False),
+    "direct": dict(direct=True)}
 
 
-def set_tiles(**changes) -> None:
+def set_tiles(direct: bool = triton_launch.DIRECT, **changes) -> None:
+    triton_launch.DIRECT = direct
     for key, value in {**DEFAULT, **changes}.items():
         setattr(cuda_stencil, key, value)
 
@@ -63,7 +66,8 @@ def forms(s: int, variants: Optional[list[str]] = None) -> dict:
 
     every = {"conv3d": stock, **{k: stencil(v) for k, v in TILES.items()}, "sts_faithful": sts(True),
              "sts_aligned": sts(False), "sts_faithful_wgrad32": sts(True, dict(_WGRAD_BLOCK=32)),
-             "sts_aligned_masked_s2": sts(False, dict(_S2_PHASES=False))}
+             "sts_aligned_masked_s2": sts(False, dict(_S2_PHASES=False)),
+             "sts_faithful_direct": sts(True, TILES["direct"])}
     return {k: v for k, v in every.items() if k in ("conv3d", "stencil") or variants is None or k in variants}
 
 
@@ -99,12 +103,14 @@ def host_cost(runs: dict, reps: int = 300) -> str:
         return (time.perf_counter() - start) / reps * 1e6
 
     cells = [f"{key} {per_call_us(lambda: runs[key](x, weight, grad)):.0f}"
-             for key in ("conv3d", "stencil", "sts_faithful")]
+             for key in ("conv3d", "stencil", "direct", "sts_faithful", "sts_faithful_direct")]
+    set_tiles()
     x_plain, out = x.detach(), torch.empty_like(x)
     plan = cuda_stencil._plan_of(x_plain, weight, 1, cuda_stencil.PLAIN)
     parts = {
         "stencil forward alone": lambda: cuda_stencil.depthwise_cuda(x_plain, weight.detach(), None, 1),
         "its forward launch": lambda: plan.forward(x_plain, weight, weight, out),
+        "the same, direct": lambda: _direct(plan.forward, x_plain, weight, weight, out),
         # a Triton launcher checks each pointer argument with the driver (cuPointerGetAttribute)
         "empty Triton kernel, 4 pointers": lambda: _empty[(1,)](x, weight, grad, x),
         "empty Triton kernel, 4 ints": lambda: _empty[(1,)](1, 2, 3, 4),
@@ -117,6 +123,12 @@ def host_cost(runs: dict, reps: int = 300) -> str:
     }
     cells += [f"{key} {per_call_us(run):.0f}" for key, run in parts.items()]
     return "host cost of a forward + backward, us: " + ", ".join(cells)
+
+
+def _direct(launch, *tensors) -> None:
+    triton_launch.DIRECT = True
+    launch(*tensors)
+    triton_launch.DIRECT = False
 
 
 class _Nothing(torch.autograd.Function):

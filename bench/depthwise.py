@@ -3,7 +3,9 @@
 
 Setting of the speed issue: 2 CPU threads, batch 2, 8x128x128 clips, training mode, in one process. With
 ``--device cuda`` the stencil form is the Triton kernels of :mod:`sts3d.models.cuda_stencil` and the stock conv is
-also timed on channels-last-3d tensors (``conv3d_cl``: cuDNN's kernels, what the ``channels_last`` switch runs). Part 1 times
+also timed on channels-last-3d tensors (``conv3d_cl``: cuDNN's kernels, what the ``channels_last`` switch runs), and
+the stencil with its kernels launched through their compiled launchers (``stencil_direct``, ``triton_launch.DIRECT``,
+for the host-bound small layers and steps). Part 1 times
 every distinct depthwise conv shape of the backbones (forward + backward of input and weight), part 2 the forward +
 backward step of each whole backbone with STS off. Each round times the forms in turn; the script prints the medians
 and the ratios stock / form (above 1: the form is faster). ``'auto'`` picks ``'stencil'`` where it is built.
@@ -23,13 +25,13 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from sts3d.models import create_backbone, cuda_stencil, native, stencil
+from sts3d.models import create_backbone, cuda_stencil, native, stencil, triton_launch
 from sts3d.models.depthwise import DepthwiseConv3d, depthwise_conv3d
 
 STEP_TARGETS = {"x3d_s": 1.25, "csn50_ir": 1.1}
 LAYER_TARGET = 2.0
 FORMS = ("conv3d", "frames", "stencil")  # the stock conv, then the fast forms; targets are met by the fastest
-CUDA_FORMS = ("conv3d", "conv3d_cl", "frames", "stencil")
+CUDA_FORMS = ("conv3d", "conv3d_cl", "frames", "stencil", "stencil_direct")
 
 
 def sync(device: torch.device) -> None:
@@ -65,6 +67,17 @@ def interleaved(variants: dict[str, Callable[[], tuple[float, float]]], rounds: 
         for k, run in variants.items():
             times[k].append(run())
     return {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
+
+
+def launched_directly(run: Callable[[], tuple[float, float]]) -> Callable[[], tuple[float, float]]:
+    """``run`` with the Triton kernels launched through their compiled launchers (``triton_launch.DIRECT``)."""
+    def wrapped() -> tuple[float, float]:
+        triton_launch.DIRECT = True
+        try:
+            return run()
+        finally:
+            triton_launch.DIRECT = False
+    return wrapped
 
 
 def layer_runner(conv: Callable, x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> Callable:
@@ -108,6 +121,7 @@ def bench_layers(name: str, args: argparse.Namespace) -> bool:
         runners = {k: layer_runner(conv, x, weight, grad) for k, conv in convs.items()}
         if device.type == "cuda":
             runners["conv3d_cl"] = layer_runner(convs["conv3d"], x_cl, weight, grad)
+            runners["stencil_direct"] = launched_directly(runners["stencil"])
         med = interleaved({k: runners[k] for k in names}, args.rounds)
         ratios = [med["conv3d"][1] / med[k][1] for k in names[1:]]
         met &= max(ratios) >= LAYER_TARGET
@@ -137,7 +151,7 @@ def step_runner(model: torch.nn.Module, x: torch.Tensor) -> Callable:
 def bench_step(name: str, args: argparse.Namespace) -> bool:
     device = torch.device(args.device)
     names = forms(device, args.forms)
-    impls = {k: k.removesuffix("_cl") for k in names}
+    impls = {k: k.removesuffix("_cl").removesuffix("_direct") for k in names}
     models = {k: create_backbone(name, depthwise_impl=impl).to(device).train() for k, impl in impls.items()}
     for model in models.values():
         model.load_state_dict(models["conv3d"].state_dict())
@@ -146,7 +160,10 @@ def bench_step(name: str, args: argparse.Namespace) -> bool:
     if "conv3d_cl" in models:  # the whole network channels-last, as the channels_last switch runs it
         models["conv3d_cl"].to(memory_format=torch.channels_last_3d)
         inputs["conv3d_cl"] = x.contiguous(memory_format=torch.channels_last_3d)
-    med = interleaved({k: step_runner(m, inputs[k]) for k, m in models.items()}, args.rounds)
+    runners = {k: step_runner(m, inputs[k]) for k, m in models.items()}
+    if "stencil_direct" in runners:
+        runners["stencil_direct"] = launched_directly(runners["stencil_direct"])
+    med = interleaved(runners, args.rounds)
     target = STEP_TARGETS.get(name, 1.0)
     total = med["conv3d"][1] / med["stencil"][1]
     print(f"{name:<12} fwd+bwd s " + " / ".join(f"{k} {med[k][1]:.4f}" for k in names) + "   stock / form: "
@@ -155,7 +172,7 @@ def bench_step(name: str, args: argparse.Namespace) -> bool:
     if device.type == "cuda":  # a step whose GPU time is well under its wall time waits on the host's launches
         from cuda_kernels import device_time  # imports triton, which CPU-only installs lack
 
-        gpu = {k: device_time(step_runner(m, inputs[k]), reps=3)[0] / 1e3 for k, m in models.items()}
+        gpu = {k: device_time(run, reps=3)[0] / 1e3 for k, run in runners.items()}
         print(f"{'':<12} GPU s    " + " / ".join(f"{k} {gpu[k]:.4f}" for k in names) + "   stock / form: "
               + ", ".join(f"{k} {gpu['conv3d'] / gpu[k]:.2f}x" for k in names[1:]), flush=True)
     return total >= target

@@ -161,6 +161,38 @@ def run_cases() -> dict:
     with FlopCounterMode(display=False) as stock:
         F.conv3d(x, wt, padding=1, groups=c)
     results["flops"] = [counter.get_total_flops(), stock.get_total_flops()]
+
+    # the direct launch (triton_launch.DIRECT) hands a compiled kernel's launcher every argument in the kernel's
+    # order: the tensors and sizes fill its runtime parameters, then each compile-time one takes its value. Under
+    # the interpreter, which compiles nothing, the switch leaves every launch to Triton's dispatch.
+    import inspect
+
+    from sts3d.models import triton_launch
+
+    launches = {}
+    for s, mode in ((1, cuda_stencil.PLAIN), (2, cuda_stencil.PLAIN), (1, cuda_stencil.FAITHFUL),
+                    (2, cuda_stencil.ALIGNED)):
+        plan = cuda_stencil._plan((1, 4, 3, 9, 8), (3, 3, 3), s, mode, True, cuda_stencil._settings())
+        for name, count in (("forward", 4), ("input_grad", 4), ("weight_grad", 3)):
+            launches[f"mode {mode} s{s} {name}"] = getattr(plan, name), count
+    for name, launch in zip(("sum", "spread"), cuda_tap_sum._launches((1, 4, 3, 5, 6), 1, True)):
+        launches[f"tap {name}"] = launch, 2
+    results["launch arguments"] = {}
+    for name, (launch, count) in launches.items():
+        params = list(inspect.signature(launch.kernel.fn).parameters.values())
+        compile_time = ["constexpr" in str(p.annotation) for p in params]
+        arguments, runtime = launch.arguments(count), count + len(launch.sizes)
+        results["launch arguments"][name] = (
+            arguments[:runtime] == (*range(count), *launch.sizes)
+            and compile_time == [False] * runtime + [True] * (len(params) - runtime)
+            and all(arguments[i] == launch.consts.get(p.name, p.default) for i, p in enumerate(params[runtime:],
+                                                                                               runtime)))
+    triton_launch.DIRECT = True
+    inputs = [torch.randn(1, c, 3, 7, 7), torch.randn(c, 1, 3, 3, 3), torch.randn(c)]
+    results["direct switch, interpreted"] = max(_errors(
+        lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, 2),
+        lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, 2, 2), padding=1, groups=c), inputs))
+    triton_launch.DIRECT = False
     return results
 
 
@@ -223,6 +255,14 @@ def test_bfloat16_activations(results):
 def test_flop_count_is_the_convs(results):
     ours, stock = results["flops"]
     assert ours == stock > 0
+
+
+def test_launch_arguments_in_the_kernels_order(results):
+    assert results["launch arguments"] and all(results["launch arguments"].values()), results["launch arguments"]
+
+
+def test_direct_launch_switch_under_the_interpreter(results):
+    assert results["direct switch, interpreted"] < 1e-5
 
 
 def test_not_offered_without_cuda():
