@@ -134,6 +134,20 @@ def run_cases() -> dict:
     expected_w, = torch.autograd.grad(F.conv3d(x.double(), ref_w, padding=1, groups=c).sum(), ref_w)
     results["weight grad alone"] = _relative(grad_w, expected_w)
 
+    # without a gradient to record (torch.no_grad, or inputs that need none) no autograd function runs: the same outputs
+    needing = [x.clone().requires_grad_(), wt.clone().requires_grad_(), torch.randn(1, 12, 3, 4, 5).requires_grad_()]
+    outputs = {"plain": lambda x, wt, y: cuda_stencil.depthwise_cuda(x, wt, None, 2),
+               "sts": lambda x, wt, y: cuda_stencil.sts_depthwise_cuda(x, wt, 1, True),
+               "tap sum": lambda x, wt, y: cuda_tap_sum.tap_sum_cuda(y, 1, True)}
+    results["no grad"] = {}
+    for name, run in outputs.items():
+        recorded = run(*needing)
+        with torch.no_grad():
+            unrecorded = run(*needing)
+        plain_inputs = run(*[t.detach() for t in needing])
+        results["no grad"][name] = [recorded.grad_fn is not None, unrecorded.grad_fn is None,
+                                    torch.equal(recorded, unrecorded), torch.equal(recorded, plain_inputs)]
+
     # torch.compile sees one operator: no graph break, the same result
     compiled = torch.compile(lambda x, wt: cuda_stencil.sts_depthwise_cuda(x, wt, 2, True), backend="aot_eager",
                              fullgraph=True)
@@ -255,6 +269,11 @@ def test_bfloat16_activations(results):
 def test_flop_count_is_the_convs(results):
     ours, stock = results["flops"]
     assert ours == stock > 0
+
+
+@pytest.mark.parametrize("name", ["plain", "sts", "tap sum"])
+def test_same_outputs_without_a_gradient_to_record(results, name):
+    assert all(results["no grad"][name]), results["no grad"][name]
 
 
 def test_launch_arguments_in_the_kernels_order(results):

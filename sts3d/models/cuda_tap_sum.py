@@ -153,4 +153,6 @@ def tap_sum_cuda(y: torch.Tensor, quarter: int, faithful: bool) -> torch.Tensor:
     y = y.contiguous()
     if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
         return _sum(y, quarter, faithful)
-    return _Eager.apply(y, quarter, faithful)
+    if torch.is_grad_enabled() and y.requires_grad:
+        return _Eager.apply(y, quarter, faithful)
+    return _sum_impl(y, quarter, faithful)  # nothing to record: no autograd function (as cuda_stencil._conv)
