@@ -556,7 +556,7 @@ def _run_backward(plan: _Plan, grad: torch.Tensor, x: torch.Tensor, weight: torc
         grad_x = torch.empty_like(x)
         plan.input_grad(grad, weight, weight, grad_x)
     if need_w:
-        part = torch.empty(*x.shape[:2], plan.tiles, weight[0].numel(), dtype=torch.float32, device=x.device)
+        part = torch.empty(*x.shape[:2], plan.tiles, math.prod(weight.shape[1:]), dtype=torch.float32, device=x.device)
         plan.weight_grad(x, grad, part)
         grad_w = part.sum((0, 2)).view_as(weight)
         if grad_w.dtype != weight.dtype:
