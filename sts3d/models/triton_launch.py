@@ -11,7 +11,7 @@ import torch
 # STS3D_DIRECT_LAUNCH=1 until it is checked on a GPU: nothing here can run it (the tests run the kernels in Triton's
 # interpreter, which compiles nothing). `bench/cuda_kernels.py --variants direct` checks its results against the
 # stock conv and times it; `STS3D_DIRECT_LAUNCH=1 python bench/cuda_check.py` runs every check with it.
-DIRECT = os.environ.get("STS3D_DIRECT_LAUNCH", "0") == "1"
+DIRECT = os.environ.get("STS3D_DIRECT_LAUNCH", "") not in ("", "0")  # as STS3D_NO_EXTENSION
 
 
 class Launch:
