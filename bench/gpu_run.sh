@@ -63,7 +63,7 @@ for name in $parts; do
                 export STS3D_NO_EXTENSION=1
             fi ;;
         kernels) STS3D_NO_EXTENSION=0 part kernels 150 python3 bench/cuda_kernels.py \
-            --variants masked_s2 sts_faithful sts_aligned sts_aligned_masked_s2 direct ;;
+            --variants masked_s2 sts_faithful sts_aligned sts_aligned_masked_s2 direct sts_faithful_direct ;;
         check_direct) STS3D_DIRECT_LAUNCH=1 part check_direct 150 python3 bench/cuda_check.py --models x3d_s ;;
         step_direct) part step_direct 90 python3 bench/depthwise.py --device cuda --forms stencil stencil_direct \
             --models x3d_s --batch 8 --size 224 --rounds 5 --skip-layers ;;  # the host-bound step, launched directly
