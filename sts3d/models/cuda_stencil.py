@@ -640,8 +640,8 @@ class _Eager(torch.autograd.Function):
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, mode: int) -> torch.Tensor:
     """The registered operator where something traces or counts (torch.compile, FlopCounterMode and other
     dispatch modes), else the same kernels directly, through an autograd function only where a gradient is
-    recorded (an autograd function's forward costs the host about as much again as the launch, measured on the CPU:
-    what testing and inference need not pay)."""
+    recorded: testing and inference skip its cost to the host (about 3 of a tiny layer's 8 us of forward, measured
+    on the CPU with the launch left out)."""
     if torch.compiler.is_compiling() or torch._C._len_torch_dispatch_stack():
         return _forward(x, weight, bias, stride, mode)
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
