@@ -26,7 +26,7 @@ import triton.testing
 
 from sts3d.models import cuda_stencil, triton_launch
 
-from depthwise import layer_shapes
+from depthwise import launched_directly, layer_shapes
 
 SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_STREAM_STRIDES", "_STREAM_MIN_FRAME", "_TILE", "_WARPS", "_WGRAD_BLOCK",
             "_WGRAD_WARPS", "_WGRAD_STREAM", "_S2_PHASES")
@@ -110,7 +110,7 @@ def host_cost(runs: dict, reps: int = 300) -> str:
     parts = {
         "stencil forward alone": lambda: cuda_stencil.depthwise_cuda(x_plain, weight.detach(), None, 1),
         "its forward launch": lambda: plan.forward(x_plain, weight, weight, out),
-        "the same, direct": lambda: _direct(plan.forward, x_plain, weight, weight, out),
+        "the same, direct": launched_directly(lambda: plan.forward(x_plain, weight, weight, out)),
         # a Triton launcher checks each pointer argument with the driver (cuPointerGetAttribute)
         "empty Triton kernel, 4 pointers": lambda: _empty[(1,)](x, weight, grad, x),
         "empty Triton kernel, 4 ints": lambda: _empty[(1,)](1, 2, 3, 4),
@@ -123,12 +123,6 @@ def host_cost(runs: dict, reps: int = 300) -> str:
     }
     cells += [f"{key} {per_call_us(run):.0f}" for key, run in parts.items()]
     return "host cost of a forward + backward, us: " + ", ".join(cells)
-
-
-def _direct(launch, *tensors) -> None:
-    triton_launch.DIRECT = True
-    launch(*tensors)
-    triton_launch.DIRECT = False
 
 
 class _Nothing(torch.autograd.Function):

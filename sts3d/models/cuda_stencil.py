@@ -600,16 +600,17 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.has_bias = bias is not None
 
 
-def _bias_grad(ctx, grad: torch.Tensor, weight: torch.Tensor, need_b: bool) -> Optional[torch.Tensor]:
-    return grad.sum((0, 2, 3, 4)).to(weight.dtype) if ctx.has_bias and need_b else None
-
-
-def _gradients(ctx, grad: torch.Tensor):
+def _gradients(ctx, grad: torch.Tensor, eager: bool = False):
+    """The registered operator's backward, or with ``eager`` (:class:`_Eager`) the kernels of the forward's plan
+    without the dispatcher, whose gradients need no placeholders."""
     x, weight = ctx.saved_tensors
     need_x, need_w, need_b = ctx.needs_input_grad[:3]
     grad = grad.contiguous()
-    grad_x, grad_w = _backward(grad, x, weight, *ctx.layer, need_x, need_w)
-    grad_b = _bias_grad(ctx, grad, weight, need_b)
+    if eager:
+        grad_x, grad_w = _run_backward(ctx.plan, grad, x, weight, need_x, need_w)
+    else:
+        grad_x, grad_w = _backward(grad, x, weight, *ctx.layer, need_x, need_w)
+    grad_b = grad.sum((0, 2, 3, 4)).to(weight.dtype) if ctx.has_bias and need_b else None
     return (grad_x if need_x else None), (grad_w if need_w else None), grad_b, None, None
 
 
@@ -630,11 +631,7 @@ class _Eager(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad = grad.contiguous()
-        grad_x, grad_w = _run_backward(ctx.plan, grad, x, weight, need_x, need_w)
-        return grad_x, grad_w, _bias_grad(ctx, grad, weight, need_b), None, None
+        return _gradients(ctx, grad, eager=True)
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: int, mode: int) -> torch.Tensor:
@@ -647,7 +644,7 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], s
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
                                     or (bias is not None and bias.requires_grad)):
         return _Eager.apply(x, weight, bias, stride, mode)
-    return _run_forward(_plan_of(x, weight, stride, mode, bias is not None), x, weight, bias)
+    return _forward_impl(x, weight, bias, stride, mode)
 
 
 @register_flop_formula(torch.ops.sts3d.cuda_stencil)
