@@ -46,9 +46,8 @@ STS_CASES = {  # name: (T, H, W, stride); the faithful stride-2 placement differ
 }
 TAP_SUM_SHAPES = ((3, 4, 5), (1, 1, 1), (2, 1, 6), (2, 5, 1), (4, 7, 3))  # (T, H, W): the edges of every line
 # the default choice of kernels (here the per-frame forward, the streaming weight gradient), then the streaming forward
-# and input gradient (through all frames, then in runs of 2: 3 frames in runs of 2 and 1), then the weight gradient
-# that gathers every tap per frame
-KERNELS = ("default", "streaming", "streaming in runs of 2", "gather")
+# and input gradient, then the weight gradient that gathers every tap per frame
+KERNELS = ("default", "streaming", "gather")
 
 
 def _relative(a, b) -> float:
@@ -80,13 +79,12 @@ def run_cases() -> dict:
     torch.manual_seed(0)
     results: dict = {"plain": {}, "sts": {}}
     c = 2
-    default = cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME, cuda_stencil._STREAM_CHUNK
+    default = cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME
     for kernels in KERNELS:
         # 3x3x3 convs stream through the frames only on large frames by default (none here), so each case also
         # runs with the streaming kernel for every 3x3x3 conv
-        streaming = kernels.startswith("streaming")
-        cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME, cuda_stencil._STREAM_CHUNK = (
-            ((1, 2), 0, 2 if kernels.endswith("runs of 2") else 0) if streaming else default)
+        streaming = kernels == "streaming"
+        cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME = ((1, 2), 0) if streaming else default
         cuda_stencil._WGRAD_STREAM = kernels != "gather"
         for name, (t, h, w, s, kernel) in PLAIN_CASES.items():
             inputs = [torch.randn(1, c, t, h, w), torch.randn(c, 1, *kernel), torch.randn(c)]
@@ -106,7 +104,7 @@ def run_cases() -> dict:
                 results["sts"][f"{kernels} {mode} {name}"] = _errors(
                     lambda x, wt, s=s, mode=mode: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
                     through_reference, [torch.randn(1, c4, t, h, w), torch.randn(c4, 1, 3, 3, 3)])
-    cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME, cuda_stencil._STREAM_CHUNK = default
+    cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME = default
     cuda_stencil._WGRAD_STREAM = True
 
     # the dense 3x1x1 STS conv's tap sum, one kernel per pass, against _TemporalTapSum in float64
@@ -191,12 +189,6 @@ def run_cases() -> dict:
         plan = cuda_stencil._plan((1, 4, 3, 9, 8), (3, 3, 3), s, mode, True, cuda_stencil._settings())
         for name, count in (("forward", 4), ("input_grad", 4), ("weight_grad", 3)):
             launches[f"mode {mode} s{s} {name}"] = getattr(plan, name), count
-    saved = cuda_stencil._STREAM_MIN_FRAME, cuda_stencil._STREAM_CHUNK
-    cuda_stencil._STREAM_MIN_FRAME, cuda_stencil._STREAM_CHUNK = 0, 2  # the streaming kernel, in runs of 2 frames
-    streaming = cuda_stencil._plan((1, 4, 3, 9, 8), (3, 3, 3), 1, cuda_stencil.FAITHFUL, True, cuda_stencil._settings())
-    cuda_stencil._STREAM_MIN_FRAME, cuda_stencil._STREAM_CHUNK = saved
-    assert streaming.forward.kernel is cuda_stencil._stream_kernel
-    launches["streaming forward"], launches["streaming input_grad"] = (streaming.forward, 4), (streaming.input_grad, 4)
     for name, launch in zip(("sum", "spread"), cuda_tap_sum._launches((1, 4, 3, 5, 6), 1, True)):
         launches[f"tap {name}"] = launch, 2
     results["launch arguments"] = {}
@@ -236,7 +228,7 @@ def test_plain_depthwise_matches_conv3d(results, name, kernels):
     assert max(errors) < 1e-5, errors
 
 
-@pytest.mark.parametrize("kernels", [k for k in KERNELS if k != "gather"])
+@pytest.mark.parametrize("kernels", KERNELS[:2])
 @pytest.mark.parametrize("mode", ["faithful", "aligned"])
 @pytest.mark.parametrize("name", STS_CASES)
 def test_sts_depthwise_matches_reference(results, mode, name, kernels):

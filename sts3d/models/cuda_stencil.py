@@ -63,9 +63,6 @@ _WGRAD_STREAM = True
 # per-frame kernel's GPU time on 56x56 frames, but 1.2-2x on 28x28 and smaller (fewer programs, each running through
 # the frames in turn), and 1.4-3.5x at stride 2.
 _STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES, _STREAM_MIN_FRAME = 128, 2, (1,), 2048
-# Output frames per streaming program (0: all of them). Shorter runs give more programs for a frame's few tiles,
-# each reading one source frame either side of its run.
-_STREAM_CHUNK = 0
 # The per-frame input gradient at stride 2 sums each of its four phases' own taps (_input_grad_s2) rather than all
 # taps with the others masked: in the sm_90 code of a 3x3x3 conv, 336 instead of 688 instructions (plain) and 520
 # instead of 1128 (aligned STS); the masked form took 3x the forward's GPU time on an H200 (session 14).
@@ -299,19 +296,15 @@ if triton is not None:
                 acc += tl.load(bias_ptr + c).to(tl.float32)
             tl.store(out + oh * cols + ow, acc.to(out_ptr.dtype.element_ty), mask=inside)
 
-    @triton.jit(do_not_specialize=[*_SIZES, "CHUNK"])
-    def _stream_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, CHUNK, FILLS: tl.constexpr,
+    @triton.jit(do_not_specialize=_SIZES)
+    def _stream_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS: tl.constexpr,
                        S: tl.constexpr, MODE: tl.constexpr, ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr,
                        HAS_BIAS: tl.constexpr, WRAPS: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
         """``3x3x3`` kernels, as :func:`_conv_kernel`, with one program per plane and ``BH x BW`` tile that runs
         through the frames. Each source frame's 9 spatial taps are read once and feed the three output frames
         they reach, whose partial sums travel with the loop: a third of the loads of a program per frame. The STS
-        static half (its taps all in frame ``t``) is summed frame by frame. A program writes ``CHUNK`` output frames
-        (of a plane's ``cdiv(T, CHUNK)`` programs), reading one source frame either side of them."""
-        chunks = (T + CHUNK - 1) // CHUNK
-        plane = tl.program_id(0) // chunks
-        first = tl.program_id(0) % chunks * CHUNK  # outputs first .. last - 1
-        last = tl.minimum(first + CHUNK, T)
+        static half (its taps all in frame ``t``) is summed frame by frame."""
+        plane = tl.program_id(0)
         c = plane % C
         if TRANSPOSED:
             rows, cols, src_size = H, W, OH * OW
@@ -337,9 +330,7 @@ if triton is not None:
             w_behind = w_first if TRANSPOSED else w_last
             behind = tl.zeros([1, BH, BW], dtype=tl.float32)  # output f - 1, from the source frames before f
             here = tl.zeros([1, BH, BW], dtype=tl.float32)  # output f, likewise
-            # from the source frame before the first output (none before frame 0); f == T reads padding and
-            # completes output T - 1. Outputs before ``first`` are incomplete here, and not stored.
-            for f in range(tl.maximum(first - 1, 0), last + 1):
+            for f in range(T + 1):  # f == T reads padding and completes output T - 1
                 v = tl.load(src + f * src_size + at, mask=ok & (f < T), other=0.0).to(tl.float32)
                 if ONE_FRAME:
                     done = behind
@@ -349,9 +340,9 @@ if triton is not None:
                     behind = here + tl.sum(v * w_here, 0, keep_dims=True)
                     here = tl.sum(v * w_ahead, 0, keep_dims=True)
                 tl.store(out + (f - 1) * rows * cols, (done + bias).to(out_ptr.dtype.element_ty),
-                         mask=inside & (f > first))
+                         mask=inside & (f >= 1))
         elif MODE != 0:
-            for t in range(first, last):
+            for t in range(T):
                 acc = _static_sum(src + t * src_size, weights, oh, ow, inside, H, W, OH, OW, S, FILLS, MODE,
                                   TRANSPOSED, WRAPS)
                 tl.store(out + t * rows * cols, (acc + bias).to(out_ptr.dtype.element_ty), mask=inside)
@@ -504,7 +495,7 @@ class _Plan(NamedTuple):
 def _settings() -> tuple:
     """The tunables above, read per call (benchmarks and tests change them)."""
     return (_TILE, _WARPS, _WGRAD_BLOCK, _WGRAD_WARPS, _WGRAD_STREAM, _STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES,
-            _STREAM_MIN_FRAME, _STREAM_CHUNK, _S2_PHASES)
+            _STREAM_MIN_FRAME, _S2_PHASES)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -515,7 +506,7 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
     measured on the CPU with the launches left out; on an H200 host the launches themselves dominate). Forward and
     input gradient: ``3x3x3`` kernels stream through the frames where that was faster (the ``_STREAM_*`` settings),
     the others take a program per frame."""
-    tile, warps, w_block, w_warps, w_stream, s_tile, s_warps, s_strides, s_min_frame, s_chunk, s2_phases = settings
+    tile, warps, w_block, w_warps, w_stream, s_tile, s_warps, s_strides, s_min_frame, s2_phases = settings
     n, c, t, h, w = shape
     oh, ow = out_size(h, stride), out_size(w, stride)
     kt, kh, kw = kernel
@@ -529,9 +520,8 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
         flags = dict(FILLS=fills, S=stride, MODE=mode, ONE_FRAME=t == 1, TRANSPOSED=transposed,
                      HAS_BIAS=has_bias and not transposed, WRAPS=wraps)
         if streams:
-            chunk = min(s_chunk or t, t)
-            grid, bh, bw = _tiling(n * c * _cdiv(t, chunk), rows, cols, s_tile)
-            return Launch(_stream_kernel, grid, (*sizes, chunk), dict(**flags, BH=bh, BW=bw), s_warps)
+            grid, bh, bw = _tiling(n * c, rows, cols, s_tile)
+            return Launch(_stream_kernel, grid, sizes, dict(**flags, BH=bh, BW=bw), s_warps)
         grid, bh, bw = _tiling(n * c * t, rows, cols, tile)
         phases = s2_phases and transposed and stride == 2 and bh > 1 and bw > 1
         return Launch(_conv_kernel, grid, sizes, dict(KT=kt, KH=kh, KW=kw, **flags, PHASES=phases, BH=bh, BW=bw),
