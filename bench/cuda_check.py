@@ -9,8 +9,9 @@ any check fails.
 
     python bench/cuda_check.py [--models csn50_ir x3d_s ...]
 
-``STS3D_DIRECT_LAUNCH=1`` runs every check with the kernels launched through their compiled launchers
-(``sts3d.models.triton_launch.DIRECT``).
+The kernels are launched through their compiled launchers after their first call
+(``sts3d.models.triton_launch.DIRECT``); ``STS3D_DIRECT_LAUNCH=0`` runs every check with them launched through
+Triton's dispatch instead.
 """
 from __future__ import annotations
 
@@ -51,9 +52,8 @@ def reference_errors(name: str, device: str) -> list[float]:
 
 
 def gradient_errors(name: str, mode: str, device: str) -> float:
-    """Largest relative error of outputs, input gradient and all parameter gradients, eval mode (batch statistics of tiny maps
-    would amplify rounding), float32 on
-    ``device`` (``auto``) against CPU float64 (stock convs)."""
+    """Largest relative error of outputs, input gradient and all parameter gradients, eval mode (batch statistics of
+    tiny maps would amplify rounding), float32 on ``device`` (``auto``) against CPU float64 (stock convs)."""
     frames = 16 if name.startswith("slowfast") else 4
     torch.manual_seed(0)
     reference = create_backbone(name, sts=True, sts_mode=mode, depthwise_impl="conv3d").double().eval()

@@ -1,15 +1,15 @@
 """CUDA depthwise kernels, layer by layer: the stock conv3d against the Triton kernels of
-:mod:`sts3d.models.cuda_stencil` at the module's settings and at others (``stream*``: outputs per program / warps of
-the streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel
-everywhere, ``stream_s1``: by the streaming one at every stride-1 map; ``wgrad*``: the weight-gradient kernel's
-block / warps, ``wgrad_gather``: its gather of every tap per frame; ``masked_s2``: the stride-2 input gradient with
-every tap masked, not by phase; ``direct``: launched through the compiled kernels' own launchers,
-``triton_launch.DIRECT``), and the STS depthwise conv in both modes at the defaults (``sts_aligned_masked_s2``:
-aligned, masked). First, the host's cost of a forward + backward (a tiny layer, where the GPU waits for the CPU).
-Per form: ms forward / forward + backward (input and weight gradients), ``triton.testing.do_bench`` wall-clock
-medians, which include the launch overhead, / forward + backward GPU time (the kernels' sum, from the profiler). The
-plain forms are checked against the stock conv first. A second table gives each kernel's GPU time for the stock conv
-and the default kernels. For tuning on a new GPU.
+:mod:`sts3d.models.cuda_stencil` at the module's settings and at others (``stream*``: outputs per program / warps of the
+streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel everywhere,
+``stream_s1``: by the streaming one at every stride-1 map; ``wgrad*``: the weight-gradient kernel's block / warps,
+``wgrad_gather``: its gather of every tap per frame; ``masked_s2``: the stride-2 input gradient with every tap masked,
+not by phase; ``dispatch``: launched through Triton's dispatch on every call rather than the compiled kernels' own
+launchers, ``triton_launch.DIRECT``), and the STS depthwise conv in both modes at the defaults
+(``sts_aligned_masked_s2``: aligned, masked). First, the host's cost of a forward + backward (a tiny layer, where the
+GPU waits for the CPU). Per form: ms forward / forward + backward (input and weight gradients),
+``triton.testing.do_bench`` wall-clock medians, which include the launch overhead, / forward + backward GPU time (the
+kernels' sum, from the profiler). The plain forms are checked against the stock conv first. A second table gives each
+kernel's GPU time for the stock conv and the default kernels. For tuning on a new GPU.
 
     python bench/cuda_kernels.py [--batch 8] [--size 224] [--models csn50_ir x3d_s]
 """
@@ -26,7 +26,7 @@ import triton.testing
 
 from sts3d.models import cuda_stencil, triton_launch
 
-from depthwise import launched_directly, layer_shapes
+from depthwise import launched, layer_shapes
 
 SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_STREAM_STRIDES", "_STREAM_MIN_FRAME", "_TILE", "_WARPS", "_WGRAD_BLOCK",
             "_WGRAD_WARPS", "_WGRAD_STREAM", "_S2_PHASES")
@@ -35,7 +35,7 @@ TILES = {  # the default, then variants: where the streaming kernel serves, the 
     "stencil": {}, "per_frame": dict(_STREAM_STRIDES=()), "stream_s1": dict(_STREAM_MIN_FRAME=0),
     "wgrad_gather": dict(_WGRAD_STREAM=False), "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2),
     "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4), "masked_s2": dict(_S2_PHASES=False),
-    "direct": dict(direct=True)}
+    "dispatch": dict(direct=False)}
 
 
 def set_tiles(direct: bool = triton_launch.DIRECT, **changes) -> None:
@@ -67,7 +67,7 @@ def forms(s: int, variants: Optional[list[str]] = None) -> dict:
     every = {"conv3d": stock, **{k: stencil(v) for k, v in TILES.items()}, "sts_faithful": sts(True),
              "sts_aligned": sts(False), "sts_faithful_wgrad32": sts(True, dict(_WGRAD_BLOCK=32)),
              "sts_aligned_masked_s2": sts(False, dict(_S2_PHASES=False)),
-             "sts_faithful_direct": sts(True, TILES["direct"])}
+             "sts_faithful_dispatch": sts(True, TILES["dispatch"])}
     return {k: v for k, v in every.items() if k in ("conv3d", "stencil") or variants is None or k in variants}
 
 
@@ -103,14 +103,14 @@ def host_cost(runs: dict, reps: int = 300) -> str:
         return (time.perf_counter() - start) / reps * 1e6
 
     cells = [f"{key} {per_call_us(lambda: runs[key](x, weight, grad)):.0f}"
-             for key in ("conv3d", "stencil", "direct", "sts_faithful", "sts_faithful_direct")]
+             for key in ("conv3d", "stencil", "dispatch", "sts_faithful", "sts_faithful_dispatch")]
     set_tiles()
     x_plain, out = x.detach(), torch.empty_like(x)
     plan = cuda_stencil._plan_of(x_plain, weight, 1, cuda_stencil.PLAIN)
     parts = {
         "stencil forward alone": lambda: cuda_stencil.depthwise_cuda(x_plain, weight.detach(), None, 1),
         "its forward launch": lambda: plan.forward(x_plain, weight, weight, out),
-        "the same, direct": launched_directly(lambda: plan.forward(x_plain, weight, weight, out)),
+        "the same, through Triton's dispatch": launched(lambda: plan.forward(x_plain, weight, weight, out), False),
         # a Triton launcher checks each pointer argument with the driver (cuPointerGetAttribute)
         "empty Triton kernel, 4 pointers": lambda: _empty[(1,)](x, weight, grad, x),
         "empty Triton kernel, 4 ints": lambda: _empty[(1,)](1, 2, 3, 4),
@@ -187,10 +187,10 @@ def main() -> None:
                 cells[key] = "FAILED"
                 continue
             results[key] = (out, *grads)
-            # the plain forms against the stock conv; a directly launched STS form against the same form launched
-            # through Triton's dispatch (the same kernels: the same results, bit for bit)
+            # the plain forms against the stock conv; an STS form launched through Triton's dispatch against the same
+            # form launched directly (the same kernels: the same results, bit for bit)
             if key.startswith("sts"):
-                expected, bound = results.get(key.removesuffix("_direct")) if key.endswith("_direct") else None, 0.0
+                expected, bound = results.get(key.removesuffix("_dispatch")) if key.endswith("_dispatch") else None, 0.0
             else:
                 expected, bound = (ref_out, *ref_grads), 1e-4
             error = 0.0 if expected is None else max(((a - b).norm() / b.norm()).item()

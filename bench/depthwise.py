@@ -1,15 +1,15 @@
-"""Depthwise 3x3x3 conv: the fast forms (``depthwise_impl='frames'`` and ``'stencil'``) against the stock
-``nn.Conv3d`` (``'conv3d'``).
+"""Depthwise 3x3x3 conv: the fast forms (``depthwise_impl='frames'`` and ``'stencil'``) against the stock ``nn.Conv3d``
+(``'conv3d'``).
 
-Setting of the speed issue: 2 CPU threads, batch 2, 8x128x128 clips, training mode, in one process. With
-``--device cuda`` the stencil form is the Triton kernels of :mod:`sts3d.models.cuda_stencil` and the stock conv is
-also timed on channels-last-3d tensors (``conv3d_cl``: cuDNN's kernels, what the ``channels_last`` switch runs), and
-the stencil with its kernels launched through their compiled launchers (``stencil_direct``, ``triton_launch.DIRECT``,
-for the host-bound small layers and steps). Part 1 times
-every distinct depthwise conv shape of the backbones (forward + backward of input and weight), part 2 the forward +
-backward step of each whole backbone with STS off. Each round times the forms in turn; the script prints the medians
-and the ratios stock / form (above 1: the form is faster). ``'auto'`` picks ``'stencil'`` where it is built.
-Targets: every layer >= 2x forward + backward; whole step >= 1.25x for x3d_s and >= 1.1x for csn50_ir.
+Setting of the speed issue: 2 CPU threads, batch 2, 8x128x128 clips, training mode, in one process. With ``--device
+cuda`` the stencil form is the Triton kernels of :mod:`sts3d.models.cuda_stencil` and the stock conv is also timed on
+channels-last-3d tensors (``conv3d_cl``: cuDNN's kernels, what the ``channels_last`` switch runs), and the stencil with
+its kernels launched through Triton's dispatch on every call (``stencil_dispatch``, what ``STS3D_DIRECT_LAUNCH=0`` runs)
+rather than through their compiled launchers: host time on the small layers and steps. Part 1 times every distinct
+depthwise conv shape of the backbones (forward + backward of input and weight), part 2 the forward + backward step of
+each whole backbone with STS off. Each round times the forms in turn; the script prints the medians and the ratios stock
+/ form (above 1: the form is faster). ``'auto'`` picks ``'stencil'`` where it is built. Targets: every layer >= 2x
+forward + backward; whole step >= 1.25x for x3d_s and >= 1.1x for csn50_ir.
 
     python bench/depthwise.py [--rounds 9] [--threads 2] [--models csn50_ir x3d_s] [--skip-layers] [--skip-steps]
                               [--device cuda --batch 8 --size 224]
@@ -31,7 +31,7 @@ from sts3d.models.depthwise import DepthwiseConv3d, depthwise_conv3d
 STEP_TARGETS = {"x3d_s": 1.25, "csn50_ir": 1.1}
 LAYER_TARGET = 2.0
 FORMS = ("conv3d", "frames", "stencil")  # the stock conv, then the fast forms; targets are met by the fastest
-CUDA_FORMS = ("conv3d", "conv3d_cl", "frames", "stencil", "stencil_direct")
+CUDA_FORMS = ("conv3d", "conv3d_cl", "frames", "stencil", "stencil_dispatch")
 
 
 def sync(device: torch.device) -> None:
@@ -69,14 +69,15 @@ def interleaved(variants: dict[str, Callable[[], tuple[float, float]]], rounds: 
     return {k: (statistics.median(t[0] for t in v), statistics.median(t[1] for t in v)) for k, v in times.items()}
 
 
-def launched_directly(run: Callable[[], Any]) -> Callable[[], Any]:
-    """``run`` with the Triton kernels launched through their compiled launchers (``triton_launch.DIRECT``)."""
+def launched(run: Callable[[], Any], direct: bool) -> Callable[[], Any]:
+    """``run`` with the Triton kernels launched through their compiled launchers (``direct``, the default) or
+    through Triton's dispatch every time (``triton_launch.DIRECT``)."""
     def wrapped() -> Any:
-        triton_launch.DIRECT = True
+        default, triton_launch.DIRECT = triton_launch.DIRECT, direct
         try:
             return run()
         finally:
-            triton_launch.DIRECT = False
+            triton_launch.DIRECT = default
     return wrapped
 
 
@@ -121,7 +122,7 @@ def bench_layers(name: str, args: argparse.Namespace) -> bool:
         runners = {k: layer_runner(conv, x, weight, grad) for k, conv in convs.items()}
         if device.type == "cuda":
             runners["conv3d_cl"] = layer_runner(convs["conv3d"], x_cl, weight, grad)
-            runners["stencil_direct"] = launched_directly(runners["stencil"])
+            runners["stencil_dispatch"] = launched(runners["stencil"], direct=False)
         med = interleaved({k: runners[k] for k in names}, args.rounds)
         ratios = [med["conv3d"][1] / med[k][1] for k in names[1:]]
         met &= max(ratios) >= LAYER_TARGET
@@ -151,7 +152,7 @@ def step_runner(model: torch.nn.Module, x: torch.Tensor) -> Callable:
 def bench_step(name: str, args: argparse.Namespace) -> bool:
     device = torch.device(args.device)
     names = forms(device, args.forms)
-    impls = {k: k.removesuffix("_cl").removesuffix("_direct") for k in names}
+    impls = {k: k.removesuffix("_cl").removesuffix("_dispatch") for k in names}
     models = {k: create_backbone(name, depthwise_impl=impl).to(device).train() for k, impl in impls.items()}
     for model in models.values():
         model.load_state_dict(models["conv3d"].state_dict())
@@ -161,8 +162,8 @@ def bench_step(name: str, args: argparse.Namespace) -> bool:
         models["conv3d_cl"].to(memory_format=torch.channels_last_3d)
         inputs["conv3d_cl"] = x.contiguous(memory_format=torch.channels_last_3d)
     runners = {k: step_runner(m, inputs[k]) for k, m in models.items()}
-    if "stencil_direct" in runners:
-        runners["stencil_direct"] = launched_directly(runners["stencil_direct"])
+    if "stencil_dispatch" in runners:
+        runners["stencil_dispatch"] = launched(runners["stencil_dispatch"], direct=False)
     med = interleaved(runners, args.rounds)
     target = STEP_TARGETS.get(name, 1.0)
     total = med["conv3d"][1] / med["stencil"][1]

@@ -7,7 +7,7 @@
 #   bash bench/gpu_run.sh [SECONDS [PART...]]   # default 540 s, all parts in the order below
 #
 # PARTs (check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview
-# graphs_x3d check_direct step_direct)
+# graphs_x3d check_dispatch step_dispatch)
 # pick and order the parts; a check that fails (not one cut at its time) switches the kernels off for the parts after
 # it, except the per-layer one (which marks wrong results).
 #
@@ -18,7 +18,8 @@
 set -u
 budget=${1:-540}
 shift $(($# > 0 ? 1 : 0))
-parts=${*:-check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview graphs_x3d check_direct step_direct}
+parts=${*:-check kernels depthwise depthwise_x3d depthwise_csn sts sts_layers train_x3d train_sf loader multiview \
+    graphs_x3d check_dispatch step_dispatch}
 start=$SECONDS
 out=${OUT:-/tmp/sts3d-gpu}
 mkdir -p "$out"
@@ -63,10 +64,12 @@ for name in $parts; do
                 export STS3D_NO_EXTENSION=1
             fi ;;
         kernels) STS3D_NO_EXTENSION=0 part kernels 150 python3 bench/cuda_kernels.py \
-            --variants masked_s2 sts_faithful sts_aligned sts_aligned_masked_s2 direct sts_faithful_direct ;;
-        check_direct) STS3D_DIRECT_LAUNCH=1 part check_direct 150 python3 bench/cuda_check.py --models x3d_s ;;
-        step_direct) part step_direct 90 python3 bench/depthwise.py --device cuda --forms stencil stencil_direct \
-            --models x3d_s --batch 8 --size 224 --rounds 5 --skip-layers ;;  # the host-bound step, launched directly
+            --variants masked_s2 sts_faithful sts_aligned sts_aligned_masked_s2 dispatch sts_faithful_dispatch ;;
+        # the kernels launched through Triton's dispatch on every call (STS3D_DIRECT_LAUNCH=0): checked, and the
+        # host-bound step timed both ways
+        check_dispatch) STS3D_DIRECT_LAUNCH=0 part check_dispatch 150 python3 bench/cuda_check.py --models x3d_s ;;
+        step_dispatch) part step_dispatch 90 python3 bench/depthwise.py --device cuda --forms stencil stencil_dispatch \
+            --models x3d_s --batch 8 --size 224 --rounds 9 --skip-layers ;;
         depthwise) part depthwise 75 python3 bench/depthwise.py --device cuda --forms stencil --batch 8 --size 224 \
             --rounds 9 --skip-layers ;;
         depthwise_x3d) part depthwise_x3d 60 python3 bench/depthwise.py --device cuda --forms stencil --models x3d_s \

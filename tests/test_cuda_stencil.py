@@ -201,12 +201,15 @@ def run_cases() -> dict:
             and compile_time == [False] * runtime + [True] * (len(params) - runtime)
             and all(arguments[i] == launch.consts.get(p.name, p.default) for i, p in enumerate(params[runtime:],
                                                                                                runtime)))
-    triton_launch.DIRECT = True
+    default = triton_launch.DIRECT
     inputs = [torch.randn(1, c, 3, 7, 7), torch.randn(c, 1, 3, 3, 3), torch.randn(c)]
-    results["direct switch, interpreted"] = max(_errors(
-        lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, 2),
-        lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, 2, 2), padding=1, groups=c), inputs))
-    triton_launch.DIRECT = False
+    results["direct switch, interpreted"] = []
+    for direct in (True, False):
+        triton_launch.DIRECT = direct
+        results["direct switch, interpreted"].append(max(_errors(
+            lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, 2),
+            lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, 2, 2), padding=1, groups=c), inputs)))
+    triton_launch.DIRECT = default
     return results
 
 
@@ -281,7 +284,21 @@ def test_launch_arguments_in_the_kernels_order(results):
 
 
 def test_direct_launch_switch_under_the_interpreter(results):
-    assert results["direct switch, interpreted"] < 1e-5
+    assert max(results["direct switch, interpreted"]) < 1e-5
+
+
+@pytest.mark.parametrize("setting", [None, "0", "1"])
+def test_direct_launch_setting(setting):
+    """On by default where Triton's launchers take every argument; ``STS3D_DIRECT_LAUNCH=0`` turns it off."""
+    env = {k: v for k, v in os.environ.items() if k != "STS3D_DIRECT_LAUNCH"}
+    if setting is not None:
+        env["STS3D_DIRECT_LAUNCH"] = setting
+    done = subprocess.run([sys.executable, "-c", "from sts3d.models import triton_launch as t; "
+                           "print(t.DIRECT, t._launchers_take_every_argument())"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    direct, supported = done.stdout.split()
+    assert direct == str(supported == "True" and setting != "0")
 
 
 def test_not_offered_without_cuda():
