@@ -65,7 +65,7 @@ def main() -> None:
         return
     print(f"triton {triton.__version__}, sm_{args.arch}; SASS instructions, PTX integer divisions / remainders by "
           f"runtime values, registers per thread, spilled bytes")
-    print(f"{'kernel':<34}{'mode':<10}{'wraps':>6}{'S':>3}{'instructions':>14}{'divisions':>11}{'registers':>11}"
+    print(f"{'kernel':<38}{'mode':<10}{'wraps':>6}{'S':>3}{'instructions':>14}{'divisions':>11}{'registers':>11}"
           f"{'spills':>8}")
     for mode_name in args.modes:
         mode = MODES[mode_name]
@@ -74,11 +74,16 @@ def main() -> None:
             for transposed in (False, True):
                 direction = "input gradient" if transposed else "forward"
                 for stride in (1, 2):
-                    # the stride-2 input gradient by phase (as the kernels run it) and, to compare, with masked taps
-                    for phases in (True, False) if transposed and stride == 2 else (False,):
+                    # the stride-2 input gradient by phase (as the kernels run it) and, to compare, with masked taps;
+                    # at stride 1 also with the path for frames whose temporal taps all fall inside the clip (the
+                    # kernel holds both paths: its count is their sum, its registers the more of the two)
+                    variants = ((True, False), (False, False)) if transposed and stride == 2 else (
+                        ((False, False), (False, True)) if stride == 1 else ((False, False),))
+                    for phases, interior in variants:
                         flags = dict(FILLS=True, S=stride, MODE=mode, ONE_FRAME=False, TRANSPOSED=transposed,
-                                     HAS_BIAS=False, WRAPS=wraps, PHASES=phases)
+                                     HAS_BIAS=False, WRAPS=wraps, PHASES=phases, INTERIOR=interior)
                         masked = ", masked" if transposed and stride == 2 and not phases else ""
+                        masked += ", + inside" if interior else ""
                         rows.append((f"per frame, {direction}{masked}", stride, compiled(
                             cuda_stencil._conv_kernel, dict(KT=3, KH=3, KW=3, **flags, BH=4, BW=64), 4,
                             cuda_stencil._WARPS, args.arch)))
@@ -93,7 +98,7 @@ def main() -> None:
                     dict(FILLS=True, KT=3, KH=3, KW=3, S=stride, MODE=mode, WRAPS=wraps, TAPS=32,
                          BLOCK=cuda_stencil._WGRAD_BLOCK, STREAM=True), 3, cuda_stencil._WGRAD_WARPS, args.arch)))
             for name, stride, stats in rows:
-                print(f"{name:<34}{mode_name:<10}{'yes' if wraps else 'no':>6}{stride:>3}{stats['instructions']:>14}"
+                print(f"{name:<38}{mode_name:<10}{'yes' if wraps else 'no':>6}{stride:>3}{stats['instructions']:>14}"
                       f"{stats['divisions']:>11}{stats['registers']:>11}{stats['spill bytes']:>8}", flush=True)
 
 

@@ -3,13 +3,14 @@
 streaming 3x3x3 forward and input-gradient kernel; ``per_frame``: those passes by the per-frame kernel everywhere,
 ``stream_s1``: by the streaming one at every stride-1 map; ``wgrad*``: the weight-gradient kernel's block / warps,
 ``wgrad_gather``: its gather of every tap per frame; ``masked_s2``: the stride-2 input gradient with every tap masked,
-not by phase; ``dispatch``: launched through Triton's dispatch on every call rather than the compiled kernels' own
-launchers, ``triton_launch.DIRECT``), and the STS depthwise conv in both modes at the defaults
-(``sts_aligned_masked_s2``: aligned, masked). First, the host's cost of a forward + backward (a tiny layer, where the
-GPU waits for the CPU). Per form: ms forward / forward + backward (input and weight gradients),
-``triton.testing.do_bench`` wall-clock medians, which include the launch overhead, / forward + backward GPU time (the
-kernels' sum, from the profiler). The plain forms are checked against the stock conv first. A second table gives each
-kernel's GPU time for the stock conv and the default kernels. For tuning on a new GPU.
+not by phase; ``interior``: the per-frame kernel with a path for the frames whose temporal taps all fall inside the
+clip, their loads not masked by frame (``interior_forward``: in the forward only); ``dispatch``: launched through
+Triton's dispatch on every call rather than the compiled kernels' own launchers, ``triton_launch.DIRECT``), and the STS
+depthwise conv in both modes at the defaults (``sts_aligned_masked_s2``: aligned, masked). First, the host's cost of a
+forward + backward (a tiny layer, where the GPU waits for the CPU). Per form: ms forward / forward + backward (input and
+weight gradients), ``triton.testing.do_bench`` wall-clock medians, which include the launch overhead, / forward +
+backward GPU time (the kernels' sum, from the profiler). The plain forms are checked against the stock conv first. A
+second table gives each kernel's GPU time for the stock conv and the default kernels. For tuning on a new GPU.
 
     python bench/cuda_kernels.py [--batch 8] [--size 224] [--models csn50_ir x3d_s]
 """
@@ -29,12 +30,14 @@ from sts3d.models import cuda_stencil, triton_launch
 from depthwise import launched, layer_shapes
 
 SETTINGS = ("_STREAM_TILE", "_STREAM_WARPS", "_STREAM_STRIDES", "_STREAM_MIN_FRAME", "_TILE", "_WARPS", "_WGRAD_BLOCK",
-            "_WGRAD_WARPS", "_WGRAD_STREAM", "_S2_PHASES")
+            "_WGRAD_WARPS", "_WGRAD_STREAM", "_S2_PHASES", "_INTERIOR_PASSES")
 DEFAULT = {k: getattr(cuda_stencil, k) for k in SETTINGS}
 TILES = {  # the default, then variants: where the streaming kernel serves, the weight gradient's kernel and block
     "stencil": {}, "per_frame": dict(_STREAM_STRIDES=()), "stream_s1": dict(_STREAM_MIN_FRAME=0),
     "wgrad_gather": dict(_WGRAD_STREAM=False), "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2),
     "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4), "masked_s2": dict(_S2_PHASES=False),
+    "interior": dict(_INTERIOR_PASSES=("forward", "input_grad")),
+    "interior_forward": dict(_INTERIOR_PASSES=("forward",)),
     "dispatch": dict(direct=False)}
 
 

@@ -67,6 +67,13 @@ _STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES, _STREAM_MIN_FRAME = 128, 2, (1,), 
 # taps with the others masked: in the sm_90 code of a 3x3x3 conv, 336 instead of 688 instructions (plain) and 520
 # instead of 1128 (aligned STS); the masked form took 3x the forward's GPU time on an H200 (session 14).
 _S2_PHASES = True
+# The passes in which the per-frame kernel loads the plain taps of frames whose temporal taps all fall inside the
+# clip (6 of 8 frames) without each load's frame test. Compiled for sm_90, a stand-alone 3x3x3 forward at stride 1
+# came to about 0.7x the instructions without the test (which, and-ed into every element's mask, costs two compares
+# and a predicate move per load); the kernel holding both paths takes 91 registers instead of 113 in the forward,
+# but 88 instead of 72 in the input gradient. None until timed on a GPU (`bench/cuda_kernels.py --variants interior
+# interior_forward`).
+_INTERIOR_PASSES: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=1)
@@ -243,17 +250,38 @@ if triton is not None:
                                                           inside & (ts >= 0) & (ts < T))
                 tl.store(out + ih * W + iw, acc.to(out.dtype.element_ty), mask=inside)
 
+    @triton.jit
+    def _plain_sum(src, weights, t, T, oh, ow, inside, H, W, OH, OW, src_size, S: tl.constexpr, KT: tl.constexpr,
+                   KH: tl.constexpr, KW: tl.constexpr, ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr,
+                   CLIP_EDGE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+        """The plain ``KT x KH x KW`` taps of frame ``t`` summed at ``(oh, ow)``. ``CLIP_EDGE``: some temporal taps
+        may fall outside the clip, so each load is masked by its frame too; without it, the loads of the frames
+        inside (compiled for sm_90: about 0.7x the instructions, the frame's test and-ed into every element's
+        mask)."""
+        acc = tl.zeros([BH, BW], dtype=tl.float32)
+        for i in tl.static_range(KT):
+            ts = t - (i - KT // 2) if TRANSPOSED else t + i - KT // 2
+            if i == KT // 2 or not ONE_FRAME:
+                for y in tl.static_range(KH):
+                    for x in tl.static_range(KW):
+                        at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, x - KW // 2, TRANSPOSED)
+                        mask = inside & ok & (ts >= 0) & (ts < T) if CLIP_EDGE else inside & ok
+                        v = tl.load(src + ts * src_size + at, mask=mask, other=0.0)
+                        acc += v.to(tl.float32) * tl.load(weights + (i * KH + y) * KW + x).to(tl.float32)
+        return acc
+
     @triton.jit(do_not_specialize=_SIZES)
     def _conv_kernel(src_ptr, w_ptr, bias_ptr, out_ptr, C, SPLIT, T, H, W, OH, OW, FILLS: tl.constexpr,
                      KT: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr, S: tl.constexpr, MODE: tl.constexpr,
                      ONE_FRAME: tl.constexpr, TRANSPOSED: tl.constexpr, HAS_BIAS: tl.constexpr, WRAPS: tl.constexpr,
-                     PHASES: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
+                     PHASES: tl.constexpr, INTERIOR: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr):
         """One frame's ``BH x BW`` output tile. Forward: src ``(.., T, H, W)``, out ``(.., T, OH, OW)``; with
         ``TRANSPOSED`` the input gradient: src the output gradient, out the input's, the sizes as in the forward.
         Channels below ``SPLIT`` are STS's static half (``MODE`` 1 or 2), the others plain. ``ONE_FRAME``
         (``T == 1``, stage 1's images): only the centre temporal taps, the others read padding. ``PHASES`` (the
         input gradient at stride 2, tiles of at least 2 x 2): the plain taps and the aligned static half by phase
-        (:func:`_input_grad_s2`)."""
+        (:func:`_input_grad_s2`). ``INTERIOR``: the plain taps of a frame whose temporal taps all fall inside the clip
+        without masking each load by its frame (a branch per program)."""
         frame = tl.program_id(0)
         t = frame % T
         plane = frame // T
@@ -280,15 +308,15 @@ if triton is not None:
         else:
             acc = tl.zeros([BH, BW], dtype=tl.float32)
             if c >= SPLIT:
-                for i in tl.static_range(KT):
-                    ts = t - (i - KT // 2) if TRANSPOSED else t + i - KT // 2
-                    if i == KT // 2 or not ONE_FRAME:
-                        for y in tl.static_range(KH):
-                            for x in tl.static_range(KW):
-                                at, ok = _plain_tap(oh, ow, H, W, OH, OW, S, y - KH // 2, x - KW // 2, TRANSPOSED)
-                                v = tl.load(src + ts * src_size + at, mask=inside & ok & (ts >= 0) & (ts < T),
-                                            other=0.0)
-                                acc += v.to(tl.float32) * tl.load(weights + (i * KH + y) * KW + x).to(tl.float32)
+                if ONE_FRAME or not INTERIOR:
+                    acc = _plain_sum(src, weights, t, T, oh, ow, inside, H, W, OH, OW, src_size, S, KT, KH, KW,
+                                     ONE_FRAME, TRANSPOSED, not ONE_FRAME, BH, BW)
+                elif (t >= KT // 2) & (t < T - KT // 2):  # every temporal tap inside the clip
+                    acc = _plain_sum(src, weights, t, T, oh, ow, inside, H, W, OH, OW, src_size, S, KT, KH, KW,
+                                     ONE_FRAME, TRANSPOSED, False, BH, BW)
+                else:
+                    acc = _plain_sum(src, weights, t, T, oh, ow, inside, H, W, OH, OW, src_size, S, KT, KH, KW,
+                                     ONE_FRAME, TRANSPOSED, True, BH, BW)
             elif MODE != 0:
                 acc = _static_sum(src + t * src_size, weights, oh, ow, inside, H, W, OH, OW, S, FILLS, MODE,
                                   TRANSPOSED, WRAPS)
@@ -495,7 +523,7 @@ class _Plan(NamedTuple):
 def _settings() -> tuple:
     """The tunables above, read per call (benchmarks and tests change them)."""
     return (_TILE, _WARPS, _WGRAD_BLOCK, _WGRAD_WARPS, _WGRAD_STREAM, _STREAM_TILE, _STREAM_WARPS, _STREAM_STRIDES,
-            _STREAM_MIN_FRAME, _S2_PHASES)
+            _STREAM_MIN_FRAME, _S2_PHASES, _INTERIOR_PASSES)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -506,7 +534,7 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
     measured on the CPU with the launches left out; on an H200 host the launches themselves dominate). Forward and
     input gradient: ``3x3x3`` kernels stream through the frames where that was faster (the ``_STREAM_*`` settings),
     the others take a program per frame."""
-    tile, warps, w_block, w_warps, w_stream, s_tile, s_warps, s_strides, s_min_frame, s2_phases = settings
+    tile, warps, w_block, w_warps, w_stream, s_tile, s_warps, s_strides, s_min_frame, s2_phases, interior = settings
     n, c, t, h, w = shape
     oh, ow = out_size(h, stride), out_size(w, stride)
     kt, kh, kw = kernel
@@ -524,8 +552,9 @@ def _plan(shape: tuple[int, ...], kernel: tuple[int, int, int], stride: int, mod
             return Launch(_stream_kernel, grid, sizes, dict(**flags, BH=bh, BW=bw), s_warps)
         grid, bh, bw = _tiling(n * c * t, rows, cols, tile)
         phases = s2_phases and transposed and stride == 2 and bh > 1 and bw > 1
-        return Launch(_conv_kernel, grid, sizes, dict(KT=kt, KH=kh, KW=kw, **flags, PHASES=phases, BH=bh, BW=bw),
-                      warps)
+        consts = dict(KT=kt, KH=kh, KW=kw, **flags, PHASES=phases,
+                      INTERIOR=("input_grad" if transposed else "forward") in interior, BH=bh, BW=bw)
+        return Launch(_conv_kernel, grid, sizes, consts, warps)
 
     block = min(w_block, _pow2(oh * ow))
     tiles = _cdiv(oh * ow, block)
