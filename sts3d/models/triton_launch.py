@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import warnings
 from typing import Any, Callable
 
 import torch
@@ -26,6 +27,14 @@ def _launchers_take_every_argument() -> bool:
 DIRECT = os.environ.get("STS3D_DIRECT_LAUNCH", "1") != "0" and _launchers_take_every_argument()
 
 
+def _stop_direct_launches(error: Exception) -> None:
+    """Every launch through Triton's dispatch from now on, with a one-line warning saying why."""
+    global DIRECT
+    DIRECT = False
+    warnings.warn(f"sts3d: a Triton kernel's compiled launcher failed ({type(error).__name__}: {error}); launching "
+                  "through Triton's dispatch from now on (STS3D_DIRECT_LAUNCH=0 does so from the start)", stacklevel=3)
+
+
 class Launch:
     """``kernel[grid](*tensors, *sizes, **consts, num_warps=num_warps)``, repeated on new tensors (the kernel's
     pointer arguments, which come first in its signature). A layer's grid, sizes and compile-time arguments are
@@ -36,7 +45,9 @@ class Launch:
     compile-time arguments are fixed per launch), through that kernel's own launcher. Triton's dispatch binds every
     argument, builds a cache key and looks it up on every call, which costs more than the launch itself on kernels
     of about 20 arguments (tritonbench's launch-latency study: about 12.5 us against 3.4 us for 19 arguments).
-    Under Triton's interpreter nothing is compiled, and every launch takes the dispatch.
+    Under Triton's interpreter nothing is compiled, and every launch takes the dispatch. A launcher that fails
+    (another Triton's arguments) turns direct launches off for the process, with a warning, and the launch goes
+    through the dispatch.
     """
 
     def __init__(self, kernel: Any, grid: tuple[int, ...], sizes: tuple[int, ...], consts: dict, num_warps: int):
@@ -48,8 +59,11 @@ class Launch:
         if DIRECT and self._launchers:
             launcher = self._launchers.get(self._specialisation(tensors))
             if launcher is not None:
-                launcher(*tensors, *self._tail)
-                return
+                try:
+                    launcher(*tensors, *self._tail)
+                    return
+                except Exception as error:  # a Triton whose launchers take other arguments than its 3.6-3.8
+                    _stop_direct_launches(error)
         compiled = self.kernel[self.grid](*tensors, *self.sizes, **self.consts, num_warps=self.num_warps)
         if DIRECT and hasattr(compiled, "packed_metadata"):  # a CompiledKernel (the interpreter returns None)
             self._tail = self.arguments(len(tensors))[len(tensors):]
