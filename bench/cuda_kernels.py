@@ -35,7 +35,8 @@ DEFAULT = {k: getattr(cuda_stencil, k) for k in SETTINGS}
 TILES = {  # the default, then variants: where the streaming kernel serves, the weight gradient's kernel and block
     "stencil": {}, "per_frame": dict(_STREAM_STRIDES=()), "stream_s1": dict(_STREAM_MIN_FRAME=0),
     "wgrad_gather": dict(_WGRAD_STREAM=False), "wgrad32w2": dict(_WGRAD_BLOCK=32, _WGRAD_WARPS=2),
-    "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4), "masked_s2": dict(_S2_PHASES=False),
+    "wgrad128w4": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=4), "wgrad128w2": dict(_WGRAD_BLOCK=128, _WGRAD_WARPS=2),
+    "wgrad256w4": dict(_WGRAD_BLOCK=256, _WGRAD_WARPS=4), "masked_s2": dict(_S2_PHASES=False),
     "interior": dict(_INTERIOR_PASSES=("forward", "input_grad")),
     "interior_forward": dict(_INTERIOR_PASSES=("forward",)),
     "dispatch": dict(direct=False)}

@@ -64,7 +64,8 @@ for name in $parts; do
                 export STS3D_NO_EXTENSION=1
             fi ;;
         kernels) STS3D_NO_EXTENSION=0 part kernels 150 python3 bench/cuda_kernels.py \
-            --variants interior interior_forward sts_faithful sts_aligned dispatch sts_faithful_dispatch ;;
+            --variants interior interior_forward wgrad128w2 wgrad256w4 sts_faithful sts_aligned dispatch \
+            sts_faithful_dispatch ;;
         # the kernels launched through Triton's dispatch on every call (STS3D_DIRECT_LAUNCH=0): checked, and the
         # host-bound step timed both ways
         check_dispatch) STS3D_DIRECT_LAUNCH=0 part check_dispatch 150 python3 bench/cuda_check.py --models x3d_s ;;
