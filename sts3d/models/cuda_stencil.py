@@ -308,10 +308,9 @@ if triton is not None:
         else:
             acc = tl.zeros([BH, BW], dtype=tl.float32)
             if c >= SPLIT:
-                if ONE_FRAME or not INTERIOR:
-                    acc = _plain_sum(src, weights, t, T, oh, ow, inside, H, W, OH, OW, src_size, S, KT, KH, KW,
-                                     ONE_FRAME, TRANSPOSED, not ONE_FRAME, BH, BW)
-                elif (t >= KT // 2) & (t < T - KT // 2):  # every temporal tap inside the clip
+                # every temporal tap inside the clip (a one-frame clip reads only its own frame's taps)
+                in_clip = (t >= KT // 2) & (t < T - KT // 2) if INTERIOR and not ONE_FRAME else ONE_FRAME
+                if in_clip:
                     acc = _plain_sum(src, weights, t, T, oh, ow, inside, H, W, OH, OW, src_size, S, KT, KH, KW,
                                      ONE_FRAME, TRANSPOSED, False, BH, BW)
                 else:
