@@ -291,20 +291,6 @@ def test_direct_launch_switch_under_the_interpreter(results):
     assert max(results["direct switch, interpreted"]) < 1e-5
 
 
-@pytest.mark.parametrize("setting", [None, "0", "1"])
-def test_direct_launch_setting(setting):
-    """On by default where Triton's launchers take every argument; ``STS3D_DIRECT_LAUNCH=0`` turns it off."""
-    env = {k: v for k, v in os.environ.items() if k != "STS3D_DIRECT_LAUNCH"}
-    if setting is not None:
-        env["STS3D_DIRECT_LAUNCH"] = setting
-    done = subprocess.run([sys.executable, "-c", "from sts3d.models import triton_launch as t; "
-                           "print(t.DIRECT, t._launchers_take_every_argument())"],
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    direct, supported = done.stdout.split()
-    assert direct == str(supported == "True" and setting != "0")
-
-
 def test_not_offered_without_cuda():
     import torch
 

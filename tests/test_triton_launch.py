@@ -1,6 +1,9 @@
 """``sts3d.models.triton_launch.Launch`` without a GPU: a stand-in kernel records how each launch was made."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -74,3 +77,17 @@ def test_a_failing_launcher_falls_back_to_the_dispatch(direct):
         warnings.simplefilter("error")  # no further attempt, so no further warning
         launch(x, out)
     assert [call[0] for call in kernel.calls] == ["dispatch"] * 3
+
+
+@pytest.mark.parametrize("setting", [None, "0", "1"])
+def test_direct_launch_setting(setting):
+    """On by default where Triton's launchers take every argument; ``STS3D_DIRECT_LAUNCH=0`` turns it off."""
+    env = {k: v for k, v in os.environ.items() if k != "STS3D_DIRECT_LAUNCH"}
+    if setting is not None:
+        env["STS3D_DIRECT_LAUNCH"] = setting
+    done = subprocess.run([sys.executable, "-c", "from sts3d.models import triton_launch as t; "
+                           "print(t.DIRECT, t._launchers_take_every_argument())"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    direct, supported = done.stdout.split()
+    assert direct == str(supported == "True" and setting != "0")
