@@ -101,7 +101,7 @@ def torchcodec_available(path: Path) -> bool:
         open_video(path, "torchcodec")
         return True
     except Exception as error:  # missing package or FFmpeg libraries
-        print(f"torchcodec unavailable: {error}")
+        print(f"torchcodec unavailable: {str(error).strip().splitlines()[0]}")
         return False
 
 
@@ -143,6 +143,11 @@ def main() -> None:
         for name, seconds in totals.items():
             clips = args.clips * (4 if "4 clips" in name else 1)
             print(f"  {name:55s} {clips / seconds:6.2f} clips/s  ({clips / seconds / base:.2f}x)")
+        loader = args.clips / totals["loader, pyav, uint8 (engine default)"] / base
+        floor = args.clips / totals["decode floor, non-ref frames skipped"] / base
+        print(f"  target 1.5x: the loader (pyav, uint8) {loader:.2f}x, {'met' if loader >= 1.5 else 'not met'}; "
+              f"{loader / floor:.0%} of its decoding floor, which is {floor:.2f}x"
+              + ("" if floor >= 1.5 else " (under 1.5x: out of reach of a loader giving the same frames)"))
     if args.test_videos <= 0:
         return
     print(f"\nmulti-view test (10 clips x 3 crops, 32x2, short side 256, ThreeCrop 256), {args.test_videos} videos "
