@@ -63,6 +63,7 @@ def test_dense_matches_conv3d(n, c, t, h, w, stride, kernel):
     (2, 3, 6, 1), (2, 3, 6, 2), (1, 1, 1, 1), (2, 2, 3, 2), (2, 9, 9, 2),  # 9x9: odd, before CSN's stride 2
     (2, 6, 10, 2), (2, 2, 5, 2),  # faithful stride 2 on column pairs: height not a multiple of 4, odd width
     (2, 4, 1, 1), (2, 7, 3, 1),  # faithful stride 1 in one branch: masked taps on narrow frames
+    (2, 4, 2, 1), (2, 4, 6, 1),  # 4 rows: 2 and 1 zero rows between frames, the height line's far taps masked
     (1, 4, 60, 2)])  # the width line's sequence split 4 ways, 60 elements each: every shuffle width
 def test_sts_matches_the_composed_convs(mode, t, h, w, stride):
     """Against the STS conv built from stock convs (``depthwise_impl='conv3d'``), which the reference tests pin."""
@@ -78,7 +79,7 @@ def test_sts_matches_the_composed_convs(mode, t, h, w, stride):
 
 
 @pytest.mark.parametrize("mode", ["faithful", "aligned"])
-@pytest.mark.parametrize("stride,size", [(1, (9, 9)), (1, (16, 12)), (2, (16, 16)), (1, (5, 5))])
+@pytest.mark.parametrize("stride,size", [(1, (9, 9)), (1, (16, 12)), (2, (16, 16)), (1, (5, 5)), (1, (4, 8))])
 def test_sts_keeps_exact_zeros(mode, stride, size):
     """Where every input a position reads is zero (common after a ReLU), the output is exactly zero, as the stock
     conv's is: a ReLU + batch norm after it must see the same signs (a stray 1e-12 flips its gradient mask)."""

@@ -63,22 +63,33 @@ def dense_branch(kernel: tuple[int, int, int], stride: int, t: int, h: int, w: i
 
 
 def _faithful_static(t: int, h: int, w: int) -> Spec:
-    """The faithful static half at stride 1 (``h >= 4``) as one branch on the frames with 4 zero rows between them
-    and none between columns. The width line runs along the row-major sequence itself; the height line, along the
-    column-major sequence, is the 9x1 line on the rows plus, in the first and last 4 output rows, edge taps that
-    read on in the previous / next column (skipping the first / last column, where the sequence ends); the centre
-    3x3's side taps skip the first / last output column, whose reads there are the neighbouring row's."""
+    """The faithful static half at stride 1 (``h >= 4``) as one branch on the frames with no zero columns between
+    them and 4 zero rows, the room of the lines' reach. The width line runs along the row-major sequence itself;
+    the height line, along the column-major sequence, is the 9x1 line on the rows plus, in the first and last 4
+    output rows, edge taps that read on in the previous / next column (skipping the first / last column, where the
+    sequence ends); the centre 3x3's side taps skip the first / last output column, whose reads there are the
+    neighbouring row's. On 4-row maps the zero rows are only as many as the width line needs (it reads 4
+    elements on: one row from 4 columns up), and the height line's taps that reach past them are masked to the
+    output rows they read inside the frame: with 4 zero rows half the output grid was junk rows (the layer ran 7 %
+    faster so; on 8 to 32 rows it was as fast or up to 4 % slower, its masked taps costing more than the rows
+    saved)."""
+    gap = -(-4 // w) if h <= 4 else 4
     taps: list[Tap] = []
     for y in range(3):
         for x in range(3):
             rows = () if x == 1 else (0, h, w - 1 if x == 2 else 0)
             taps.append((0, y - 1, x - 1, 9 + 3 * y + x, *rows))
     taps += [(0, 0, j - 4, j) for j in range(9)]
-    taps += [(0, j - 4, 0, 18 + j) for j in range(9)]
+    for j in range(9):
+        dy = j - 4
+        if abs(dy) <= gap:
+            taps.append((0, dy, 0, 18 + j))
+        elif abs(dy) < h:
+            taps.append((0, dy, 0, 18 + j, max(0, -dy), min(h, h - dy), -1))
     for d in range(1, 5):  # tap 4 + d of output row r >= h - d reads row r + d - h of the next column
         taps.append((0, d - h, 1, 22 + d, h - d, h, w - 1))
         taps.append((0, h - d, -1, 22 - d, 0, d, 0))  # tap 4 - d of row r < d: row r - d + h, previous column
-    return _branch(taps, (t, h, w), (1, 1), (h, w), w, pad=(0, 4, 0))
+    return _branch(taps, (t, h, w), (1, 1), (h, w), w, pad=(0, gap, 0))
 
 
 def sts_static_branches(stride: int, t: int, h: int, w: int, faithful: bool) -> list[Spec]:
