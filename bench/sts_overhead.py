@@ -140,7 +140,7 @@ def main() -> None:
           f"{'aligned/plain':>15}{'control/plain':>15}  faults/step (k): plain faithful aligned"
           f"   paired: faithful aligned control   90 % intervals: faithful aligned control")
     worst = worst_paired = worst_upper = 0.0
-    pooled = []
+    upper_over_runs = []
     for name in args.models:
         paired_runs = {k: [] for k in VARIANTS}
         for _ in range(args.runs):
@@ -160,16 +160,17 @@ def main() -> None:
                 paired_runs[k].append(r[k]["paired"])
         if args.runs > 1:
             intervals = {k: mean_interval(paired_runs[k]) for k in ("faithful", "aligned", "control")}
-            pooled.append(max(intervals["faithful"][2], intervals["aligned"][2]))
+            upper_over_runs.append(max(intervals["faithful"][2], intervals["aligned"][2]))
             print(f"{name:<18}mean of {args.runs} runs' paired estimates, 90 % t interval over runs: "
                   + ", ".join(f"{k} {m:.3f} ({lo:.3f}-{hi:.3f})" for k, (m, lo, hi) in intervals.items()),
                   flush=True)
     print(f"worst ratio {worst:.3f} (target <= 1.03): {'met' if worst <= 1.03 else 'MISSED'}; paired "
           f"{worst_paired:.3f}: {'met' if worst_paired <= 1.03 else 'MISSED'}; highest upper end of a 90 % interval "
           f"{worst_upper:.3f}: {'met' if worst_upper <= 1.03 else 'not shown'}")
-    if pooled:
-        print(f"over runs: highest upper end of a 90 % t interval of the mean paired estimate {max(pooled):.3f}: "
-              f"{'met' if max(pooled) <= 1.03 else 'not shown'}")
+    if upper_over_runs:
+        upper = max(upper_over_runs)
+        print(f"over runs: highest upper end of a 90 % t interval of the mean paired estimate {upper:.3f}: "
+              f"{'met' if upper <= 1.03 else 'not shown'}")
 
 
 if __name__ == "__main__":
