@@ -1,19 +1,23 @@
 """The CUDA depthwise kernels (``sts3d.models.cuda_stencil``), run on the CPU by Triton's interpreter.
 
-Triton picks the interpreter when its kernels are defined, so the cases run in a child process started with
-``TRITON_INTERPRET=1`` (this file, run as a script), which reports every result as JSON; the tests check them. The
+Triton picks the interpreter when its kernels are defined, so the cases run in child processes started with
+``TRITON_INTERPRET=1`` (this file, run as a script), one per core, each taking its share of the cases and reporting
+the results as JSON; the tests check them. The
 references are the stock convs in float64: ``F.conv3d`` and ``STSConv3d(depthwise_impl='conv3d')``, the form the
 reference-output tests check against the original.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 import pytest
+import torch
 
 PLAIN_CASES = {  # name: (T, H, W, stride, kernel)
     "3x3x3 s1": (3, 7, 7, 1, (3, 3, 3)),
@@ -50,6 +54,7 @@ TAP_SUM_SHAPES = ((3, 4, 5), (1, 1, 1), (2, 1, 6), (2, 5, 1), (4, 7, 3))  # (T, 
 # and input gradient, then the weight gradient that gathers every tap per frame, then the per-frame kernel with its
 # path for the frames whose temporal taps all fall inside the clip
 KERNELS = ("default", "streaming", "gather", "frames inside")
+_STREAMING_DEFAULT: dict = {}  # cuda_stencil's own streaming choice, kept before the cases change it
 
 
 def _relative(a, b) -> float:
@@ -70,60 +75,67 @@ def _errors(run, reference, inputs) -> list[float]:
     return [_relative(got, expected), *(_relative(a, b) for a, b in zip(got_grads, expected_grads))]
 
 
-def run_cases() -> dict:
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
+def _use_kernels(kernels: str) -> None:
+    """Sets the kernel choice ``kernels`` (one of ``KERNELS``) in ``cuda_stencil``."""
+    from sts3d.models import cuda_stencil
 
+    default = _STREAMING_DEFAULT.setdefault("3x3x3", (cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME))
+    # 3x3x3 convs stream through the frames only on large frames by default (none here), so each case also runs
+    # with the streaming kernel for every 3x3x3 conv
+    cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME = ((1, 2), 0) if kernels == "streaming" else default
+    cuda_stencil._WGRAD_STREAM = kernels != "gather"
+    cuda_stencil._INTERIOR_PASSES = ("forward", "input_grad") if kernels == "frames inside" else ()
+
+
+def _plain_case(kernels: str, name: str) -> list[float]:
+    import torch.nn.functional as F
+
+    from sts3d.models import cuda_stencil
+
+    _use_kernels(kernels)
+    t, h, w, s, kernel = PLAIN_CASES[name]
+    c = 2
+    inputs = [torch.randn(1, c, t, h, w), torch.randn(c, 1, *kernel), torch.randn(c)]
+    pad = tuple(k // 2 for k in kernel)
+    return _errors(lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, s),
+                   lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, s, s), padding=pad, groups=c), inputs)
+
+
+def _sts_case(kernels: str, mode: str, name: str) -> list[float]:
     from sts3d.models import cuda_stencil
     from sts3d.models.sts import STSConv3d
 
-    torch.manual_seed(0)
-    results: dict = {"plain": {}, "sts": {}}
-    c = 2
-    default = cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME
-    for kernels in KERNELS:
-        # 3x3x3 convs stream through the frames only on large frames by default (none here), so each case also
-        # runs with the streaming kernel for every 3x3x3 conv
-        streaming = kernels == "streaming"
-        cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME = ((1, 2), 0) if streaming else default
-        cuda_stencil._WGRAD_STREAM = kernels != "gather"
-        cuda_stencil._INTERIOR_PASSES = ("forward", "input_grad") if kernels == "frames inside" else ()
-        for name, (t, h, w, s, kernel) in PLAIN_CASES.items():
-            inputs = [torch.randn(1, c, t, h, w), torch.randn(c, 1, *kernel), torch.randn(c)]
-            pad = tuple(k // 2 for k in kernel)
-            results["plain"][f"{kernels} {name}"] = _errors(
-                lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, s),
-                lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, s, s), padding=pad, groups=c), inputs)
-        for mode in ("faithful", "aligned") if kernels != "gather" else ():  # the static half always gathers
-            for name, (t, h, w, s) in STS_CASES.items():
-                c4 = 4  # two static and two dynamic channels
-                reference = STSConv3d(c4, c4, 3, (1, s, s), 1, groups=c4, bias=False, mode=mode,
-                                      depthwise_impl="conv3d").double()
+    _use_kernels(kernels)
+    t, h, w, s = STS_CASES[name]
+    c = 4  # two static and two dynamic channels
+    reference = STSConv3d(c, c, 3, (1, s, s), 1, groups=c, bias=False, mode=mode, depthwise_impl="conv3d").double()
+    return _errors(lambda x, wt: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
+                   lambda x, wt: torch.func.functional_call(reference, {"weight": wt}, (x,)),
+                   [torch.randn(1, c, t, h, w), torch.randn(c, 1, 3, 3, 3)])
 
-                def through_reference(x, wt, reference=reference):
-                    return torch.func.functional_call(reference, {"weight": wt}, (x,))
 
-                results["sts"][f"{kernels} {mode} {name}"] = _errors(
-                    lambda x, wt, s=s, mode=mode: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
-                    through_reference, [torch.randn(1, c4, t, h, w), torch.randn(c4, 1, 3, 3, 3)])
-    cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME = default
-    cuda_stencil._WGRAD_STREAM = True
-    cuda_stencil._INTERIOR_PASSES = ()
-
-    # the dense 3x1x1 STS conv's tap sum, one kernel per pass, against _TemporalTapSum in float64
+def _tap_sum_case(mode: str, shape: tuple[int, int, int]) -> list[float]:
+    """The dense 3x1x1 STS conv's tap sum, one kernel per pass, against _TemporalTapSum in float64."""
     from sts3d.models import cuda_tap_sum
     from sts3d.models.sts import _TemporalTapSum
 
-    results["tap sum"] = {}
-    for mode in ("faithful", "aligned"):
-        for t, h, w in TAP_SUM_SHAPES:
-            c4 = 8
-            line_w, line_h = ("row_major", "col_major") if mode == "faithful" else ("w", "h")
-            axes = ((0, 2, line_w), (2, 4, line_h), (4, c4, "t"))
-            results["tap sum"][f"{mode} {t}x{h}x{w}"] = _errors(
-                lambda y, mode=mode: cuda_tap_sum.tap_sum_cuda(y, c4 // 4, mode == "faithful"),
-                lambda y, axes=axes: _TemporalTapSum.apply(y, axes), [torch.randn(2, 3 * c4, t, h, w)])
+    c = 8
+    line_w, line_h = ("row_major", "col_major") if mode == "faithful" else ("w", "h")
+    axes = ((0, 2, line_w), (2, 4, line_h), (4, c, "t"))
+    return _errors(lambda y: cuda_tap_sum.tap_sum_cuda(y, c // 4, mode == "faithful"),
+                   lambda y: _TemporalTapSum.apply(y, axes), [torch.randn(2, 3 * c, *shape)])
+
+
+def _other_checks() -> dict:
+    import torch.nn.functional as F
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sts3d.models import cuda_stencil, cuda_tap_sum
+    from sts3d.models.sts import STSConv3d, _TemporalTapSum
+
+    _use_kernels("default")
+    results: dict = {}
+    c = 2
     with FlopCounterMode(display=False):  # a dispatch mode: the registered operator, not the eager path
         results["tap sum, registered"] = _errors(
             lambda y: cuda_tap_sum.tap_sum_cuda(y, 1, True),
@@ -217,14 +229,58 @@ def run_cases() -> dict:
     return results
 
 
+def _jobs() -> list[tuple[str, str, Callable]]:
+    """Every case as (section, key, function): the section's results map the key to what the function returns;
+    ``None`` sections merge the returned dict into the results."""
+    jobs = []
+    for kernels in KERNELS:
+        jobs += [("plain", f"{kernels} {name}", functools.partial(_plain_case, kernels, name))
+                 for name in PLAIN_CASES]
+        for mode in ("faithful", "aligned") if kernels != "gather" else ():  # the static half always gathers
+            jobs += [("sts", f"{kernels} {mode} {name}", functools.partial(_sts_case, kernels, mode, name))
+                     for name in STS_CASES]
+    jobs += [("tap sum", f"{mode} {'x'.join(map(str, shape))}", functools.partial(_tap_sum_case, mode, shape))
+             for mode in ("faithful", "aligned") for shape in TAP_SUM_SHAPES]
+    return jobs + [(None, "", _other_checks)]
+
+
+def run_cases(part: int = 0, parts: int = 1) -> dict:
+    """The results of every ``parts``-th job from ``part`` on, each job seeded by its index (any split gives the
+    same inputs)."""
+    results: dict = {"plain": {}, "sts": {}, "tap sum": {}}
+    for index, (section, key, job) in enumerate(_jobs()):
+        if index % parts == part:
+            torch.manual_seed(index)
+            if section is None:
+                results.update(job())
+            else:
+                results[section][key] = job()
+    return results
+
+
 @pytest.fixture(scope="module")
 def results() -> dict:
     pytest.importorskip("triton", reason="triton ships with PyTorch's CUDA wheels; CPU-only wheels lack it")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve())], capture_output=True, text=True, env=env,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    env = {**os.environ, "TRITON_INTERPRET": "1", "OMP_NUM_THREADS": "1"}
+    # the interpreter runs the kernels in Python, one core each: the jobs are split over a child per core
+    parts = max(1, min(4, len(os.sched_getaffinity(0))))
+    children = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(part), str(parts)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                for part in range(parts)]
+    results: dict = {}
+    try:
+        for child in children:
+            stdout, stderr = child.communicate(timeout=900)
+            assert child.returncode == 0, stderr[-3000:]
+            for section, found in json.loads(stdout.strip().splitlines()[-1]).items():
+                if section in ("plain", "sts", "tap sum"):
+                    results.setdefault(section, {}).update(found)
+                else:
+                    results[section] = found
+    finally:
+        for child in children:
+            child.kill()
+    return results
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
@@ -300,5 +356,5 @@ def test_not_offered_without_cuda():
         assert not cuda_stencil.available() and not cuda_stencil.takes(torch.float32)
 
 
-if __name__ == "__main__":
-    print(json.dumps(run_cases()))
+if __name__ == "__main__":  # PART PARTS: the fixture's child processes
+    print(json.dumps(run_cases(*map(int, sys.argv[1:3]))))

@@ -1,5 +1,7 @@
 // The Python module of sts3d's compiled CPU kernels (sts3d/models/native.py builds and loads it).
-#include <torch/extension.h>
+// pybind11 and its at::Tensor casters, without the rest of torch/extension.h (a third of the compile time)
+#include <ATen/core/Tensor.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <vector>
 

@@ -20,7 +20,12 @@
 // Tensors are NCDHW float32 (contiguous); weights (C, K) with a column index per tap. Forward and backward are
 // parallel over planes (forward) and over channels (backward, so each thread owns its channels' weight gradient),
 // the channels taken from the groups in turn (interleaved_channels).
-#include <torch/extension.h>
+// ATen's own headers, not torch/extension.h: that one (all of libtorch's C++ API and pybind11) took most of a
+// 55 s compile per file on a 2-core VM; the Python binding is bindings.cpp's alone
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros_like.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>

@@ -9,7 +9,10 @@
 // grad[d + i]; every element adds its tap 0 before its tap 2, as PyTorch's operators do, so float32 and float64
 // results are theirs bit for bit. Those need 7-9 passes over the whole tensor forward and 13-15 backward; here a
 // plane stays in cache. Sums in float (double for double); float32, float64, bfloat16.
-#include <torch/extension.h>
+// ATen's own headers, not torch/extension.h: that one (all of libtorch's C++ API and pybind11) took most of a
+// 55 s compile per file on a 2-core VM; the Python binding is bindings.cpp's alone
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/OpMathType.h>
 
