@@ -2,8 +2,9 @@
 
 The depthwise stencil convs (:mod:`sts3d.models.stencil`) and the dense STS conv's tap sum
 (:mod:`sts3d.models.sts`) are a small C++ extension, compiled with the system C++ compiler through
-``torch.utils.cpp_extension`` (``ninja`` from PyPI) the first time they are needed, about 25 s, and cached under
-``~/.cache/torch_extensions``. Where that fails, or with ``STS3D_NO_EXTENSION=1``, :func:`available` is false and
+``torch.utils.cpp_extension`` (``ninja`` from PyPI) the first time they are needed, and cached under
+``~/.cache/torch_extensions``. About 20 s on 2 cores: the kernels include ATen's headers only and the binding
+pybind11's, not all of ``torch/extension.h``, which made it 98 s. Where that fails, or with ``STS3D_NO_EXTENSION=1``, :func:`available` is false and
 the callers use their pure-PyTorch forms (one warning says why): everything runs, slower.
 """
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _build():
     try:
         name = f"sts3d_native_{_cpu_tag()}"
         if not (Path(_cpp_extension()._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
-            print("sts3d: compiling the CPU kernels (once per machine, about 25 s)", file=sys.stderr, flush=True)
+            print("sts3d: compiling the CPU kernels (once per machine, about 20 s)", file=sys.stderr, flush=True)
         return compile_kernels(name, _SOURCES)
     except Exception as error:  # no compiler, no ninja, a read-only cache...: the pure-PyTorch forms still work
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
