@@ -2,9 +2,8 @@
 
 Triton picks the interpreter when its kernels are defined, so the cases run in child processes started with
 ``TRITON_INTERPRET=1`` (this file, run as a script), one per core, each taking its share of the cases and reporting
-the results as JSON; the tests check them. The
-references are the stock convs in float64: ``F.conv3d`` and ``STSConv3d(depthwise_impl='conv3d')``, the form the
-reference-output tests check against the original.
+the results as JSON; the tests check them. The references are the stock convs in float64: ``F.conv3d`` and
+``STSConv3d(depthwise_impl='conv3d')``, the form the reference-output tests check against the original.
 """
 from __future__ import annotations
 

@@ -3,9 +3,10 @@
 The depthwise stencil convs (:mod:`sts3d.models.stencil`) and the dense STS conv's tap sum
 (:mod:`sts3d.models.sts`) are a small C++ extension, compiled with the system C++ compiler through
 ``torch.utils.cpp_extension`` (``ninja`` from PyPI) the first time they are needed, and cached under
-``~/.cache/torch_extensions``. About 20 s on 2 cores: the kernels include ATen's headers only and the binding
-pybind11's, not all of ``torch/extension.h``, which made it 98 s. Where that fails, or with ``STS3D_NO_EXTENSION=1``, :func:`available` is false and
-the callers use their pure-PyTorch forms (one warning says why): everything runs, slower.
+``~/.cache/torch_extensions``: about 20 s on 2 cores (the kernels include ATen's headers only and the binding
+pybind11's; all of ``torch/extension.h`` made it 98 s). Where that fails, or with ``STS3D_NO_EXTENSION=1``,
+:func:`available` is false and the callers use their pure-PyTorch forms (one warning says why): everything runs,
+slower.
 """
 from __future__ import annotations
 
