@@ -7,6 +7,7 @@ the results as JSON; the tests check them. The references are the stock convs in
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -53,7 +54,7 @@ TAP_SUM_SHAPES = ((3, 4, 5), (1, 1, 1), (2, 1, 6), (2, 5, 1), (4, 7, 3))  # (T, 
 # and input gradient, then the weight gradient that gathers every tap per frame, then the per-frame kernel with its
 # path for the frames whose temporal taps all fall inside the clip
 KERNELS = ("default", "streaming", "gather", "frames inside")
-_STREAMING_DEFAULT: dict = {}  # cuda_stencil's own streaming choice, kept before the cases change it
+CASE_SECTIONS = ("plain", "sts", "tap sum")  # results sections keyed by case; each child reports its share
 
 
 def _relative(a, b) -> float:
@@ -74,16 +75,23 @@ def _errors(run, reference, inputs) -> list[float]:
     return [_relative(got, expected), *(_relative(a, b) for a, b in zip(got_grads, expected_grads))]
 
 
-def _use_kernels(kernels: str) -> None:
-    """Sets the kernel choice ``kernels`` (one of ``KERNELS``) in ``cuda_stencil``."""
+@contextlib.contextmanager
+def _kernels(kernels: str):
+    """``cuda_stencil`` set to the kernel choice ``kernels`` (one of ``KERNELS``) inside the block, as it was after."""
     from sts3d.models import cuda_stencil
 
-    default = _STREAMING_DEFAULT.setdefault("3x3x3", (cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME))
-    # 3x3x3 convs stream through the frames only on large frames by default (none here), so each case also runs
-    # with the streaming kernel for every 3x3x3 conv
-    cuda_stencil._STREAM_STRIDES, cuda_stencil._STREAM_MIN_FRAME = ((1, 2), 0) if kernels == "streaming" else default
-    cuda_stencil._WGRAD_STREAM = kernels != "gather"
-    cuda_stencil._INTERIOR_PASSES = ("forward", "input_grad") if kernels == "frames inside" else ()
+    settings = {"_WGRAD_STREAM": kernels != "gather",
+                "_INTERIOR_PASSES": ("forward", "input_grad") if kernels == "frames inside" else ()}
+    if kernels == "streaming":  # 3x3x3 convs stream through the frames only on large frames by default (none here)
+        settings.update(_STREAM_STRIDES=(1, 2), _STREAM_MIN_FRAME=0)
+    saved = {name: getattr(cuda_stencil, name) for name in settings}
+    for name, value in settings.items():
+        setattr(cuda_stencil, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(cuda_stencil, name, value)
 
 
 def _plain_case(kernels: str, name: str) -> list[float]:
@@ -91,26 +99,26 @@ def _plain_case(kernels: str, name: str) -> list[float]:
 
     from sts3d.models import cuda_stencil
 
-    _use_kernels(kernels)
     t, h, w, s, kernel = PLAIN_CASES[name]
     c = 2
     inputs = [torch.randn(1, c, t, h, w), torch.randn(c, 1, *kernel), torch.randn(c)]
     pad = tuple(k // 2 for k in kernel)
-    return _errors(lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, s),
-                   lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, s, s), padding=pad, groups=c), inputs)
+    with _kernels(kernels):
+        return _errors(lambda x, wt, b: cuda_stencil.depthwise_cuda(x, wt, b, s),
+                       lambda x, wt, b: F.conv3d(x, wt, b, stride=(1, s, s), padding=pad, groups=c), inputs)
 
 
 def _sts_case(kernels: str, mode: str, name: str) -> list[float]:
     from sts3d.models import cuda_stencil
     from sts3d.models.sts import STSConv3d
 
-    _use_kernels(kernels)
     t, h, w, s = STS_CASES[name]
     c = 4  # two static and two dynamic channels
     reference = STSConv3d(c, c, 3, (1, s, s), 1, groups=c, bias=False, mode=mode, depthwise_impl="conv3d").double()
-    return _errors(lambda x, wt: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
-                   lambda x, wt: torch.func.functional_call(reference, {"weight": wt}, (x,)),
-                   [torch.randn(1, c, t, h, w), torch.randn(c, 1, 3, 3, 3)])
+    with _kernels(kernels):
+        return _errors(lambda x, wt: cuda_stencil.sts_depthwise_cuda(x, wt, s, mode == "faithful"),
+                       lambda x, wt: torch.func.functional_call(reference, {"weight": wt}, (x,)),
+                       [torch.randn(1, c, t, h, w), torch.randn(c, 1, 3, 3, 3)])
 
 
 def _tap_sum_case(mode: str, shape: tuple[int, int, int]) -> list[float]:
@@ -132,7 +140,6 @@ def _other_checks() -> dict:
     from sts3d.models import cuda_stencil, cuda_tap_sum
     from sts3d.models.sts import STSConv3d, _TemporalTapSum
 
-    _use_kernels("default")
     results: dict = {}
     c = 2
     with FlopCounterMode(display=False):  # a dispatch mode: the registered operator, not the eager path
@@ -246,7 +253,7 @@ def _jobs() -> list[tuple[str, str, Callable]]:
 def run_cases(part: int = 0, parts: int = 1) -> dict:
     """The results of every ``parts``-th job from ``part`` on, each job seeded by its index (any split gives the
     same inputs)."""
-    results: dict = {"plain": {}, "sts": {}, "tap sum": {}}
+    results: dict = {section: {} for section in CASE_SECTIONS}
     for index, (section, key, job) in enumerate(_jobs()):
         if index % parts == part:
             torch.manual_seed(index)
@@ -272,7 +279,7 @@ def results() -> dict:
             stdout, stderr = child.communicate(timeout=900)
             assert child.returncode == 0, stderr[-3000:]
             for section, found in json.loads(stdout.strip().splitlines()[-1]).items():
-                if section in ("plain", "sts", "tap sum"):
+                if section in CASE_SECTIONS:
                     results.setdefault(section, {}).update(found)
                 else:
                     results[section] = found
