@@ -106,11 +106,14 @@ def load_config(path: Union[str, Path], options: Iterable[str] = ()) -> ConfigDi
 
 
 def parse_value(text: str) -> Any:
-    """A Python literal where ``text`` parses as one (``1``, ``0.1``, ``[1, 2]``, ``None``, ``True``), else the
-    string itself."""
+    """A Python literal where ``text`` parses as one (``1``, ``0.1``, ``[1, 2]``, ``None``, ``True``); ``true`` /
+    ``false`` in any case as booleans, as mmcv's ``DictAction`` reads them (the string ``'false'`` would count as
+    true); else the string itself."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
         return text
 
 

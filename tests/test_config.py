@@ -69,3 +69,6 @@ def test_bad_configs_name_the_file_and_line(tmp_path):
 def test_parse_value():
     assert parse_value("1e-3") == 1e-3 and parse_value("None") is None and parse_value("abc") == "abc"
     assert parse_value("(1, 2)") == (1, 2)
+    # mmcv's DictAction reads true/false in any case; the string 'false' would switch STS *on*
+    assert parse_value("false") is False and parse_value("TRUE") is True and parse_value("False") is False
+    assert parse_value("falsey") == "falsey"

@@ -3,6 +3,7 @@ input, through the same tools a user runs."""
 from __future__ import annotations
 
 import json
+import pickle
 import socket
 import warnings
 
@@ -157,7 +158,8 @@ def test_load_from_of_another_network_fails_loudly(videos, tmp_path, capsys):
 def test_resume_continues_exactly(videos, tmp_path):
     cfg = tiny_config(tmp_path / "x3d.py", X3D_K400, videos, extra="total_epochs = 2")
     assert train_main([str(cfg), "--work-dir", str(tmp_path / "straight"), "--seed", "3"]) == 0
-    assert train_main([str(cfg), "--work-dir", str(tmp_path / "resumed"), "--seed", "3",
+    # no --seed: the checkpoint's seed is kept, so the second epoch draws what it drew in the straight run
+    assert train_main([str(cfg), "--work-dir", str(tmp_path / "resumed"),
                        "--resume-from", str(tmp_path / "straight" / "epoch_1.pth")]) == 0
     straight = read_checkpoint(tmp_path / "straight" / "epoch_2.pth")
     resumed = read_checkpoint(tmp_path / "resumed" / "epoch_2.pth")
@@ -171,21 +173,32 @@ def test_two_process_training_and_testing(videos, tmp_path):
     """dist_train.sh / dist_test.sh with 2 gloo processes, run from the tools' parent folder as in the seed."""
     cfg = tiny_config(tmp_path / "x3d.py", X3D_K400, videos)
     work = tmp_path / "work"
+    # --test-last / --test-best: both processes test the checkpoints rank 0 wrote, once they are on disk
     train = run_tool(str(TOOLS / "dist_train.sh"), str(cfg), "2", "--work-dir", str(work), "--validate",
-                     "--seed", "0", cwd=TOOLS.parent, env={"PORT": str(free_port())})
+                     "--test-last", "--test-best", "--seed", "0", cwd=TOOLS.parent, env={"PORT": str(free_port())})
     assert train.returncode == 0, train.stderr[-3000:]
     assert "2 process(es)" in train.stderr and (work / "epoch_1.pth").is_file()
     assert read_checkpoint(work / "epoch_1.pth")["meta"]["iter"] == 3  # 12 videos / (2 processes x 2)
-    dist_out, single_out = tmp_path / "dist.json", tmp_path / "single.json"
+    last = json.loads((work / "epoch_1_test.json").read_text())
+    assert json.loads((work / "best_top1_acc_epoch_1_test.json").read_text()) == last and len(last) == 8
+    log_text = next(work.glob("*.log")).read_text()
+    assert "test of epoch_1.pth: top-1" in log_text and "test of best_top1_acc_epoch_1.pth" in log_text
+    assert {json.loads(line)["mode"] for line in next(work.glob("*.log.json")).read_text().splitlines()} == {
+        "train", "val", "test"}
+    dist_out, single_out = tmp_path / "dist.pkl", tmp_path / "single.json"
     test = run_tool(str(TOOLS / "dist_test.sh"), str(cfg), str(work / "epoch_1.pth"), "2", "--out",
                     str(dist_out), cwd=REPO, env={"PORT": str(free_port())})
     assert test.returncode == 0, test.stderr[-3000:]
     single = run_tool(str(TOOLS / "test.py"), str(cfg), str(work / "epoch_1.pth"), "--out", str(single_out),
                       cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
-    dist_scores, single_scores = json.loads(dist_out.read_text()), json.loads(single_out.read_text())
+    with open(dist_out, "rb") as file:  # .pkl: mmaction's list of per-video float32 arrays
+        dist_scores = pickle.load(file)
+    single_scores = json.loads(single_out.read_text())
+    assert all(isinstance(s, np.ndarray) and s.dtype == np.float32 for s in dist_scores)
     assert len(dist_scores) == len(single_scores) == 8  # every video once, no padding duplicates
     np.testing.assert_allclose(dist_scores, single_scores, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(single_scores, last, rtol=1e-5, atol=1e-7)
 
 
 def test_bad_annotation_lines_stop_before_training(videos, tmp_path, capsys):

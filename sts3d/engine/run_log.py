@@ -65,7 +65,7 @@ class RunLog:
         return wandb.init(config=dict(config), **init)
 
     def add(self, row: Mapping[str, Any]) -> None:
-        """Append a row (``mode`` 'train' or 'val', ``epoch``, ``iter``, metrics) to the json log and the curves."""
+        """Append a row (``mode`` 'train', 'val' or 'test', ``epoch``, ``iter``, metrics) to the json log and the curves."""
         row = dict(row)
         self.rows.append(row)
         with open(self.json_path, "a") as file:

@@ -18,7 +18,7 @@ from ..data.video import AnnotationError
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .logs import setup_logging
 from .video_test import METRICS, TestOptions, run_test
-from .video_train import TrainOptions, TrainingError, best_file, train
+from .video_train import TrainOptions, TrainingError, train
 
 # input errors: one line on stderr and exit status 2, no traceback
 INPUT_ERRORS = (ConfigError, PipelineError, AnnotationError, CheckpointError, FileNotFoundError, ValueError,
@@ -45,7 +45,9 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--test-best", action="store_true", help="test the best checkpoint when training ends")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: drawn, shared by all ranks)")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms where they exist")
-    parser.add_argument("--gpus", type=int, default=None, help=argparse.SUPPRESS)  # seed flag; torchrun decides
+    # the seed's single-process multi-GPU flags: here one process drives one GPU, and dist_train.sh starts them
+    parser.add_argument("--gpus", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--gpu-ids", type=int, nargs="+", default=None, help=argparse.SUPPRESS)
     _common(parser)
     return parser
 
@@ -54,7 +56,7 @@ def test_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Test a fine-tuned recognizer with multiple views per video.")
     parser.add_argument("config", help="config file (.py)")
     parser.add_argument("checkpoint", help="checkpoint file")
-    parser.add_argument("--out", help="write per-video scores (JSON list, dataset order) here")
+    parser.add_argument("--out", help="write per-video scores (dataset order) here: .json, .pkl or .yaml")
     parser.add_argument("--eval", nargs="+", choices=METRICS, default=list(METRICS), help="metrics to report")
     parser.add_argument("--average-clips", choices=["prob", "score"], default=None,
                         help="average softmax probabilities or raw scores over views (default: the config's)")
@@ -100,23 +102,15 @@ def _run(function: Callable[[DistContext], object], args: argparse.Namespace) ->
 
 def train_main(argv: Optional[list[str]] = None) -> int:
     args = train_parser().parse_args(argv)
+    if args.gpus is not None or args.gpu_ids is not None:
+        print("warning: --gpus / --gpu-ids are ignored: each process uses one GPU; for several, run "
+              "tools/dist_train.sh CONFIG GPUS", file=sys.stderr)
 
     def job(ctx: DistContext) -> None:
         cfg = load_config(args.config, args.cfg_options)
         opts = TrainOptions(args.work_dir, args.validate, args.resume_from, args.seed, args.deterministic,
                             args.test_last, args.test_best)
-        result = train(cfg, opts, ctx)
-        checkpoints = []
-        if args.test_last:
-            checkpoints.append(result["last_checkpoint"])
-        if args.test_best and result["best"]:
-            key, _, epoch = result["best"]
-            checkpoints.append(os.path.join(result["work_dir"], best_file(key, int(epoch))))
-        for checkpoint in checkpoints:
-            if ctx.primary:
-                print(f"testing {checkpoint}", flush=True)
-            run_test(cfg, TestOptions(checkpoint, out=os.path.join(
-                result["work_dir"], os.path.basename(checkpoint).replace(".pth", "_test.json"))), ctx)
+        train(cfg, opts, ctx)
 
     return _run(job, args)
 

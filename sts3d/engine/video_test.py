@@ -8,6 +8,7 @@ and the scores are gathered back into dataset order, so every video counts exact
 from __future__ import annotations
 
 import json
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 import torch.distributed as dist
+import yaml
 from torch.utils.data import DataLoader
 
 from ..checkpoint import CheckpointError, extract_state_dict, load_state, read_checkpoint
@@ -141,8 +143,37 @@ class TestOptions:
     fuse_conv_bn: bool = False
 
 
+OUT_FORMATS = {".json": "json", ".pkl": "pickle", ".pickle": "pickle", ".yaml": "yaml", ".yml": "yaml"}
+
+
+def out_format(path: str) -> str:
+    """The format ``--out`` is written in, by its extension, as mmcv's ``dump`` chose it."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUT_FORMATS:
+        raise ValueError(f"--out {path}: the extension must be one of {', '.join(OUT_FORMATS)}")
+    return OUT_FORMATS[suffix]
+
+
+def write_scores(path: Path, scores: Sequence[Optional[Sequence[float]]]) -> None:
+    """Per-video scores, atomically: JSON / YAML lists, or (``.pkl``) the list of float32 arrays mmaction's
+    ``--out`` held; ``None`` for a video that could not be decoded."""
+    kind = out_format(str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if kind == "pickle":
+        with open(tmp, "wb") as file:
+            pickle.dump([None if s is None else np.asarray(s, dtype=np.float32) for s in scores], file)
+    elif kind == "yaml":
+        tmp.write_text(yaml.safe_dump([None if s is None else list(s) for s in scores]))
+    else:
+        tmp.write_text(json.dumps(scores))
+    tmp.replace(path)
+
+
 def run_test(cfg: Mapping[str, Any], opts: TestOptions, ctx: DistContext) -> dict[str, Any]:
     """Test ``opts.checkpoint`` on ``data.test``; the primary process prints the table and writes ``--out``."""
+    if opts.out:
+        out_format(opts.out)  # a bad extension fails now, not after the test
     num_classes = cfg["model"]["cls_head"]["num_classes"]
     data = cfg["data"]
     dataset = build_dataset(data["test"], "test", num_classes, data.get("decoder", "decord"),
@@ -166,12 +197,8 @@ def run_test(cfg: Mapping[str, Any], opts: TestOptions, ctx: DistContext) -> dic
             warnings.warn(f"{len(missing)} undecodable videos left out of the metrics (null in --out): "
                           f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}", RuntimeWarning)
         if opts.out:
-            out = Path(opts.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = out.with_name(f".{out.name}.tmp")
-            tmp.write_text(json.dumps(scores))
-            tmp.replace(out)
-            logger.info("per-video scores (%s, dataset order) written to %s", average, out)
+            write_scores(Path(opts.out), scores)
+            logger.info("per-video scores (%s, dataset order) written to %s", average, opts.out)
         print(f"{results['num_videos']} of {len(scores)} videos scored, average_clips={average}\n"
               f"{format_table(results)}", flush=True)
     return {**results, "scores": scores, "skipped": missing}

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..checkpoint import load_pretrained, read_checkpoint, save_checkpoint
-from ..config import dump_config, to_plain
+from ..config import ConfigError, dump_config, to_plain
 from ..data.pipeline import build_dataset, normalizes_on_device, num_segments
 from ..data.video import normalize_clips
 from ..models.builder import build_recognizer
@@ -35,7 +35,7 @@ from .logs import format_duration, logger, progress_bar
 from .precise_bn import update_bn_stats
 from .run_log import RunLog, timestamp
 from .schedule import CosineWarmup
-from .video_test import evaluate_scores, predict
+from .video_test import TestOptions, evaluate_scores, predict, run_test
 
 LATEST = "latest.pth"
 
@@ -137,6 +137,20 @@ def _grad_clip(cfg: Mapping[str, Any]) -> Optional[float]:
     return float(clip["max_norm"])
 
 
+def positive_setting(cfg: Mapping[str, Any], key: str, default: Optional[int] = None) -> int:
+    """The positive integer at dotted ``key`` (``'evaluation.interval'``), ``default`` where it is unset; checked
+    before training, so that a 0 fails at once and not after the first epoch."""
+    node: Any = cfg
+    for part in key.split("."):
+        node = (node or {}).get(part)
+    value = default if node is None else node
+    if value is None:
+        raise ConfigError(f"{key} is not set")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) or value < 1:
+        raise ConfigError(f"{key} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
 def work_dir_of(cfg: Mapping[str, Any], opts: TrainOptions) -> Path:
     """``--work-dir``, else the config's ``work_dir``, else ``./work_dirs/<config name>`` (the seed's rule)."""
     if opts.work_dir:
@@ -214,7 +228,7 @@ class Trainer:
         ctx, n_iters = self.ctx, len(self.loader)
         totals = torch.zeros(4, dtype=torch.float64)  # loss sum, clips, skipped videos, top-1 hits
         window = torch.zeros(3, dtype=torch.float64)  # the same over the current log interval
-        bar = progress_bar(n_iters * self.loader.batch_size * ctx.world_size,
+        bar = progress_bar(len(self.loader.sampler) * ctx.world_size,
                            f"epoch {epoch + 1}/{self.schedule.total_epochs}", ctx.primary, unit="clip")
         start = window_start = time.perf_counter()
         for step, (clips, labels, skipped) in enumerate(self.loader):
@@ -299,9 +313,11 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
     data = cfg["data"]
     num_classes = int(cfg["model"]["cls_head"]["num_classes"])
     decoder = data.get("decoder", "decord")
-    seed = resolve_seed(opts.seed if opts.seed is not None else cfg.get("seed"), ctx)
     resume_from = opts.resume_from or cfg.get("resume_from")
     resume = read_checkpoint(resume_from) if resume_from else None
+    # a resumed run keeps its seed unless one is given: the rest of the run draws what it would have drawn
+    saved_seed = (resume or {}).get("meta", {}).get("seed")
+    seed = resolve_seed(next((s for s in (opts.seed, cfg.get("seed"), saved_seed) if s is not None), None), ctx)
     normalize = not normalizes_on_device(data)
     train_set = build_dataset(data["train"], "train", num_classes, decoder, seed, normalize)
     val_set = build_dataset(data["val"], "val", num_classes, decoder, normalize=normalize) if opts.validate else None
@@ -310,7 +326,14 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
     if opts.test_best and not opts.validate:
         raise ValueError("--test-best needs --validate (the best checkpoint is chosen by validation)")
     work_dir = work_dir_of(cfg, opts)
-    total_epochs = int(cfg["total_epochs"])
+    total_epochs = positive_setting(cfg, "total_epochs")
+    interval = positive_setting(cfg, "log_config.interval", 20)
+    ckpt_interval = positive_setting(cfg, "checkpoint_config.interval", 1)
+    eval_interval = positive_setting(cfg, "evaluation.interval", 1)
+    precise = cfg.get("precise_bn")
+    if precise:
+        positive_setting(cfg, "precise_bn.interval", 1)
+        positive_setting(cfg, "precise_bn.num_iters", 200)
     if opts.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
@@ -319,12 +342,9 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
 
     torch.manual_seed(seed)  # the same initial head in every process
     model = build_recognizer({**cfg["model"], "num_segments": num_segments(data["train"]["pipeline"])})
+    report = None
     if resume is None and cfg.get("load_from"):
         report = load_pretrained(model, cfg["load_from"], inflate=bool(cfg.get("inflate", False)))
-        if ctx.primary:
-            logger.info("load_from %s", report.summary().splitlines()[0])
-            for line in report.summary().splitlines()[1:]:
-                logger.debug(line)
     precision = Precision.from_config(cfg, ctx.device)
     step_model, channels_last = prepare_model(model, cfg, ctx, precision)
     optimizer = build_optimizer(cfg, model)
@@ -357,14 +377,15 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
                     num_classes, len(train_set), f", {len(val_set)} val" if val_set else "", ctx.world_size,
                     ctx.device.type, loader.batch_size, precision.describe(), start_epoch + 1, total_epochs,
                     total_epochs, seed, work_dir)
+        if report is not None:  # every key that did not load, in the run's log too
+            for number, line in enumerate(report.summary().splitlines()):
+                logger.info("load_from %s" if number == 0 else "%s", line)
         if resume is not None:
             logger.info("resumed from %s at epoch %d, iteration %d", resume_from, start_epoch, iteration)
-    interval = int((cfg.get("log_config") or {}).get("interval", 20))
-    ckpt_interval = int((cfg.get("checkpoint_config") or {}).get("interval", 1))
-    eval_cfg = cfg.get("evaluation") or {}
-    eval_interval = int(eval_cfg.get("interval", 1))
-    metrics_names = eval_cfg.get("metrics", ["top_k_accuracy", "mean_class_accuracy"])
-    precise = cfg.get("precise_bn")
+        if start_epoch >= total_epochs:
+            logger.warning("nothing to train: the run already has %d of total_epochs=%d epochs", start_epoch,
+                           total_epochs)
+    metrics_names = (cfg.get("evaluation") or {}).get("metrics", ["top_k_accuracy", "mean_class_accuracy"])
     val_metrics: dict[str, float] = {}
     run_start = time.perf_counter()
 
@@ -383,13 +404,16 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
                              precision.dtype, f"val {done}")
             val_metrics = evaluate_scores(scores, [r.label for r in val_set.records], metrics_names)
             key = "top1_acc" if "top_k_accuracy" in metrics_names else "mean_class_accuracy"
+            # every process holds the gathered scores, so all agree on the best (--test-best tests it everywhere)
+            previous = best
+            if best is None or val_metrics[key] > best[1]:
+                best = (key, val_metrics[key], done)
             if ctx.primary:
                 log.add({"mode": "val", "epoch": done, "global_iter": iteration,
                          **{k: v for k, v in val_metrics.items() if k != "num_videos"}})
-                if best is None or val_metrics[key] > best[1]:
-                    if best is not None:
-                        (work_dir / best_file(best[0], int(best[2]))).unlink(missing_ok=True)
-                    best = (key, val_metrics[key], done)
+                if best is not previous:
+                    if previous is not None:
+                        (work_dir / best_file(previous[0], int(previous[2]))).unlink(missing_ok=True)
                     save_checkpoint(_checkpoint(trainer, cfg, done, iteration, best, seed),
                                     work_dir / best_file(key, done))
         if ctx.primary:
@@ -409,8 +433,37 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
             if stats["skipped"]:
                 message += f"  ({stats['skipped']} unreadable videos skipped and replaced)"
             logger.info(message)
+    if ctx.distributed:  # the last checkpoints exist before any process goes on to test them
+        dist.barrier()
+    tests = {}
+    for checkpoint in checkpoints_to_test(opts, work_dir, total_epochs, best):
+        if ctx.primary:
+            logger.info("testing %s", checkpoint)
+        results = run_test(cfg, TestOptions(str(checkpoint), out=str(test_output(checkpoint))), ctx)
+        tests[checkpoint.name] = {k: v for k, v in results.items() if k not in ("scores", "skipped")}
+        if log is not None:
+            logger.info("test of %s: %s", checkpoint.name, "  ".join(
+                f"{name} {100 * tests[checkpoint.name][key]:.2f}" for name, key in
+                (("top-1", "top1_acc"), ("top-5", "top5_acc"), ("mean class", "mean_class_accuracy"))
+                if key in tests[checkpoint.name]))
+            log.add({"mode": "test", "checkpoint": checkpoint.name, "global_iter": iteration,
+                     **tests[checkpoint.name]})
     if log is not None:
         log.close()
     return {"work_dir": str(work_dir), "val": val_metrics, "best": best, "seed": seed,
-            "last_checkpoint": str(work_dir / epoch_file(total_epochs))}
+            "last_checkpoint": str(work_dir / epoch_file(total_epochs)), "tests": tests}
+
+
+def checkpoints_to_test(opts: TrainOptions, work_dir: Path, total_epochs: int,
+                        best: Optional[tuple[str, float, int]]) -> list[Path]:
+    """``--test-last``: the last epoch's checkpoint; ``--test-best``: the best validation checkpoint."""
+    checkpoints = [work_dir / epoch_file(total_epochs)] if opts.test_last else []
+    if opts.test_best and best is not None:
+        checkpoints.append(work_dir / best_file(best[0], int(best[2])))
+    return checkpoints
+
+
+def test_output(checkpoint: Path) -> Path:
+    """Where ``--test-last`` / ``--test-best`` write a checkpoint's per-video scores: ``<name>_test.json``."""
+    return checkpoint.with_name(f"{checkpoint.stem}_test.json")
 
