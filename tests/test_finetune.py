@@ -155,6 +155,17 @@ def test_load_from_of_another_network_fails_loudly(videos, tmp_path, capsys):
     assert code == 2 and "no backbone weight fits this model" in error and len(error.strip().splitlines()) == 1
 
 
+def test_bad_settings_stop_before_training(videos, tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "x3d.py", X3D_K400, videos)
+    for option, message in (("evaluation.interval=0", "evaluation.interval must be a positive whole number"),
+                            ("data.train.pipeline.1.clip_lenn=2", "unknown argument 'clip_lenn'"),
+                            ("model.backbone.reshape_stt=false", "unexpected keyword argument 'reshape_stt'")):
+        code = train_main([str(cfg), "--work-dir", str(tmp_path / "work"), "--validate", "--cfg-options", option])
+        error = capsys.readouterr().err
+        assert code == 2 and message in error and len(error.strip().splitlines()) == 1, error
+        assert not (tmp_path / "work").exists()
+
+
 def test_resume_continues_exactly(videos, tmp_path):
     cfg = tiny_config(tmp_path / "x3d.py", X3D_K400, videos, extra="total_epochs = 2")
     assert train_main([str(cfg), "--work-dir", str(tmp_path / "straight"), "--seed", "3"]) == 0
@@ -224,13 +235,15 @@ def test_unreadable_videos_are_skipped_and_counted(videos, tmp_path, capsys):
         f"data['train']['ann_file'] = {str(tmp_path / 'train.txt')!r}\n"
         f"data['test']['ann_file'] = {str(tmp_path / 'test.txt')!r}\n"
         "data['videos_per_gpu'] = 3"))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert train_main([str(cfg), "--work-dir", str(tmp_path / "work"), "--seed", "0"]) == 0
     err = capsys.readouterr().err
     log = next((tmp_path / "work").glob("*.log")).read_text()
     for text in (err, log):
         assert "skipping unreadable video" in text and "unreadable videos skipped and replaced" in text
+    # each skip is said once on the console: the log line, not a Python warning beside it
+    assert not [w for w in caught if "skipping unreadable video" in str(w.message)]
     out = tmp_path / "scores.json"
     with pytest.warns(RuntimeWarning, match="3 undecodable videos left out"):
         assert run_test_tool([str(cfg), str(tmp_path / "work" / "epoch_1.pth"), "--out", str(out)]) == 0

@@ -10,13 +10,14 @@ import torch
 from torch import nn
 
 from sts3d.config import ConfigError, load_config
-from sts3d.data.pipeline import PipelineError, clip_settings, num_segments
+from sts3d.data.pipeline import PipelineError, build_dataset, clip_settings, num_segments, unknown_data_keys
 from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
 from sts3d.engine.precise_bn import update_bn_stats
 from sts3d.engine.schedule import CosineWarmup
 from sts3d.engine.distributed import DistContext
-from sts3d.engine.video_train import Precision, build_optimizer, prepare_model
+from sts3d.engine.video_train import Precision, build_optimizer, positive_setting, prepare_model
 from sts3d.models import create_backbone
+from sts3d.models.builder import build_recognizer
 from sts3d.models.fuse import fuse_conv_bn
 
 from finetune_helpers import CONFIGS
@@ -102,6 +103,49 @@ def test_pipeline_steps_that_cannot_be_honoured_are_named():
     with pytest.raises(PipelineError, match="normalisation"):
         clip_settings([dict(type="SampleFrames", clip_len=2, test_mode=True), dict(type="Normalize", mean=[0] * 3,
                                                                                     std=[1] * 3)])
+
+
+def test_misspelt_or_unsupported_settings_are_errors_not_ignored(tmp_path):
+    sample = dict(type="SampleFrames", clip_len=2)
+    crop = dict(type="RandomResizedCrop")
+    with pytest.raises(PipelineError, match=r"pipeline\[0\] SampleFrames: unknown argument 'clip_lenn'"):
+        clip_settings([dict(sample, clip_lenn=3), crop])
+    with pytest.raises(PipelineError, match="only twice_sample=False"):  # mmaction would double the views
+        clip_settings([dict(sample, twice_sample=True, test_mode=True)])
+    with pytest.raises(PipelineError, match="only interpolation='bilinear'"):
+        clip_settings([sample, crop, dict(type="Resize", scale=(8, 8), keep_ratio=False, interpolation="bicubic")])
+    with pytest.raises(PipelineError, match="area_rangee"):
+        clip_settings([sample, dict(crop, area_rangee=(0.1, 1))])
+    with pytest.raises(PipelineError, match="input_format='NCTHW'"):
+        clip_settings([sample, crop, dict(type="FormatShape", input_format="NCHW")])
+    # mmaction's defaults spelt out, and a crop size as (w, h), read as before
+    settings, _ = clip_settings([dict(sample, start_index=0, temporal_jitter=False, test_mode=True),
+                                 dict(type="ThreeCrop", crop_size=(48, 48))])
+    assert settings.crop_size == 48 and settings.test_crop == "three"
+    with pytest.raises(PipelineError, match="only square crops"):
+        clip_settings([dict(sample, test_mode=True), dict(type="CenterCrop", crop_size=(48, 40))])
+    with pytest.raises(PipelineError, match="data.train: unknown key 'ann_fille'"):
+        build_dataset(dict(ann_fille="x.txt", pipeline=[sample, crop]), "train", 4)
+    assert unknown_data_keys(dict(videos_per_gpu=2, vidoes_per_gpu=8, train={})) == ["vidoes_per_gpu"]
+    model = nn.Conv3d(3, 4, 1)
+    with pytest.raises(ConfigError, match="optimizer: unknown key 'lrr'"):
+        build_optimizer({"optimizer": dict(type="SGD", lr=0.1, lrr=0.2)}, model)
+    with pytest.raises(ConfigError, match="paramwise_cfg: 'dwconv_decay_mult'"):
+        build_optimizer({"optimizer": dict(lr=0.1, paramwise_cfg=dict(dwconv_decay_mult=0.0))}, model)
+    with pytest.raises(ValueError, match="lr_config: unknown key 'warmup_iter'"):
+        CosineWarmup.from_config(dict(policy="CosineAnnealing", warmup="linear", warmup_iter=3), 0.1, 10, 5)
+    cfg = load_config(CONFIGS / "x3d/x3d_s_13x6_STS_k400_video.py", ["model.backbone.reshape_stt=False"])
+    with pytest.raises(ValueError, match="model.backbone: an unexpected keyword argument 'reshape_stt'"):
+        build_recognizer(cfg.model)
+    for key, value in (("evaluation.interval", 0), ("checkpoint_config.interval", 2.5), ("total_epochs", -1)):
+        cfg = load_config(CONFIGS / "x3d/x3d_s_13x6_STS_k400_video.py", [f"{key}={value}"])
+        with pytest.raises(ConfigError, match=f"{key} must be a positive whole number"):
+            positive_setting(cfg, key)
+
+
+def test_min_lr_ratio_sets_the_floor_relative_to_the_rate():
+    schedule = CosineWarmup.from_config(dict(min_lr_ratio=0.01), 0.1, 10, 5)
+    assert schedule.min_lr == pytest.approx(0.001) and schedule.lr(5 * 9) > schedule.min_lr
 
 
 def test_cosine_schedule_with_linear_warmup():

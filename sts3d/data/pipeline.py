@@ -19,8 +19,58 @@ _PASSIVE = {"DecordInit", "DecordDecode", "PyAVInit", "PyAVDecode", "OpenCVInit"
             "Collect", "ToTensor"}
 
 
+# mmaction 0.20's arguments of each step this module reads: the ones it implements, and the ones it accepts only at
+# mmaction's default value (anything else would change the clips). A key outside both is a typo: mmaction raised a
+# TypeError for it, and so does this module, rather than reading the pipeline differently from what it says.
+_STEP_KEYS: dict[str, set[str]] = {
+    "SampleFrames": {"clip_len", "frame_interval", "num_clips", "test_mode", "out_of_bound_opt"},
+    "Resize": {"scale", "keep_ratio"},
+    "RandomResizedCrop": {"area_range", "aspect_ratio_range"},
+    "CenterCrop": {"crop_size"},
+    "ThreeCrop": {"crop_size"},
+    "Flip": {"flip_ratio"},
+    "Normalize": {"mean", "std", "to_bgr"},
+    "FormatShape": {"input_format"},
+}
+_DEFAULT_ONLY: dict[str, dict[str, tuple]] = {
+    "SampleFrames": {"temporal_jitter": (False,), "twice_sample": (False,), "start_index": (None, 0),
+                     "keep_tail_frames": (False,)},
+    "Resize": {"interpolation": ("bilinear",), "lazy": (False,)},
+    "RandomResizedCrop": {"lazy": (False,)},
+    "CenterCrop": {"lazy": (False,)},
+    "Flip": {"direction": ("horizontal",), "flip_label_map": (None,), "left_kp": (None,), "right_kp": (None,),
+             "lazy": (False,)},
+    "Normalize": {"adjust_magnitude": (False,)},
+    "FormatShape": {"collapse": (False,)},
+}
+
+
 class PipelineError(ValueError):
     """A pipeline step this project cannot honour; the message names the split and the step."""
+
+
+def _check_keys(step: Mapping[str, Any], kind: str, where: str) -> None:
+    if kind not in _STEP_KEYS:
+        return
+    defaults = _DEFAULT_ONLY.get(kind, {})
+    for key, value in step.items():
+        if key == "type" or key in _STEP_KEYS[kind]:
+            continue
+        if key not in defaults:
+            known = sorted(_STEP_KEYS[kind] | set(defaults))
+            raise PipelineError(f"{where}: unknown argument {key!r} (known: {', '.join(known)})")
+        if value not in defaults[key]:
+            raise PipelineError(f"{where}: only {key}={defaults[key][0]!r} (mmaction's default) is supported, "
+                                f"got {value!r}")
+
+
+def _square(size: Any, where: str) -> int:
+    """A crop size given as ``S`` or ``(S, S)`` (mmaction takes ``(w, h)``; only square crops are supported)."""
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2 or size[0] != size[1]:
+            raise PipelineError(f"{where}: only square crops are supported, got crop_size={tuple(size)}")
+        size = size[0]
+    return int(size)
 
 
 def _check_normalize(step: Mapping[str, Any], where: str) -> None:
@@ -37,6 +87,9 @@ def clip_settings(pipeline: Sequence[Mapping[str, Any]], where: str = "pipeline"
     for number, step in enumerate(pipeline):
         kind = step.get("type")
         here = f"{where}[{number}] {kind}"
+        _check_keys(step, kind, here)
+        if kind == "FormatShape" and step.get("input_format", "NCTHW") != "NCTHW":
+            raise PipelineError(f"{here}: only input_format='NCTHW' is supported")
         if kind in _PASSIVE:
             continue
         if kind == "SampleFrames":
@@ -61,7 +114,8 @@ def clip_settings(pipeline: Sequence[Mapping[str, Any]], where: str = "pipeline"
             fields["area_range"] = tuple(step.get("area_range", (0.08, 1.0)))
             fields["aspect_ratio_range"] = tuple(step.get("aspect_ratio_range", (3 / 4, 4 / 3)))
         elif kind in ("CenterCrop", "ThreeCrop"):
-            fields.update(crop_size=int(step["crop_size"]), test_crop="center" if kind == "CenterCrop" else "three")
+            fields.update(crop_size=_square(step["crop_size"], here),
+                          test_crop="center" if kind == "CenterCrop" else "three")
         elif kind == "Flip":
             ratio = float(step.get("flip_ratio", 0.5))
             if ratio not in (0.0, 0.5):
@@ -91,11 +145,30 @@ def normalizes_on_device(data_cfg: Mapping[str, Any]) -> bool:
     return bool(data_cfg.get("normalize_on_device", True))
 
 
+# the keys of ``data`` this project reads; mmaction ignored others too, so an unknown one is a warning
+DATA_KEYS = {"videos_per_gpu", "workers_per_gpu", "train_dataloader", "val_dataloader", "test_dataloader", "decoder",
+             "normalize_on_device", "train", "val", "test"}
+# mmaction's VideoDataset arguments: the ones read here, and the ones accepted only at its default
+_SPLIT_KEYS = {"type", "ann_file", "data_prefix", "pipeline", "test_mode"}
+_SPLIT_DEFAULT_ONLY = {"start_index": (0,), "modality": ("RGB",), "multi_class": (False,)}
+
+
+def unknown_data_keys(data_cfg: Mapping[str, Any]) -> list[str]:
+    """Keys of ``data`` that nothing reads (a typo such as ``vidoes_per_gpu``)."""
+    return sorted(set(data_cfg) - DATA_KEYS)
+
+
 def build_dataset(split_cfg: Mapping[str, Any], split: str, num_classes: Optional[int],
                   decoder: str = "decord", seed: int = 0, normalize: bool = True) -> VideoDataset:
     """The dataset of ``data.<split>`` (``ann_file``, ``data_prefix``, ``pipeline``); labels are checked against
     ``num_classes`` before anything trains. ``normalize=False``: uint8 clips, the pipeline's ``Normalize`` left
     to the device (:func:`~sts3d.data.video.normalize_clips`)."""
+    for key, value in split_cfg.items():
+        if key in _SPLIT_DEFAULT_ONLY and value not in _SPLIT_DEFAULT_ONLY[key]:
+            raise PipelineError(f"data.{split}: only {key}={_SPLIT_DEFAULT_ONLY[key][0]!r} is supported, got {value!r}")
+        if key not in _SPLIT_KEYS and key not in _SPLIT_DEFAULT_ONLY:
+            raise PipelineError(f"data.{split}: unknown key {key!r} (known: "
+                                f"{', '.join(sorted(_SPLIT_KEYS | set(_SPLIT_DEFAULT_ONLY)))})")
     if split_cfg.get("type", "VideoDataset") != "VideoDataset":
         raise PipelineError(f"data.{split}.type must be 'VideoDataset', got {split_cfg.get('type')!r}")
     if decoder not in DECODERS:

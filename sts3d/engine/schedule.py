@@ -2,7 +2,8 @@
 stepped per iteration over the first ``warmup_epochs`` epochs, starting from ``warmup_ratio`` times the rate.
 
 Read from the seed's ``lr_config = dict(policy='CosineAnnealing', min_lr=0, warmup='linear', warmup_by_epoch=True,
-warmup_iters=5)`` (``warmup_ratio`` defaults to 0.1, as in mmcv).
+warmup_iters=5)`` (``warmup_ratio`` defaults to 0.1, as in mmcv; ``min_lr_ratio`` sets the floor relative to the
+rate instead of ``min_lr``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
+
+
+# mmcv's CosineAnnealingLrUpdaterHook arguments that this schedule reads
+_KEYS = {"policy", "min_lr", "min_lr_ratio", "by_epoch", "warmup", "warmup_iters", "warmup_ratio", "warmup_by_epoch"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,16 @@ class CosineWarmup:
     @classmethod
     def from_config(cls, lr_config: Mapping[str, Any], base_lr: float, total_epochs: int,
                     iters_per_epoch: int) -> "CosineWarmup":
+        # mmcv's hooks raised a TypeError for any other key; a typo must not pass unnoticed
+        unknown = sorted(set(lr_config) - _KEYS)
+        if unknown:
+            raise ValueError(f"lr_config: unknown key {unknown[0]!r} (known: {', '.join(sorted(_KEYS))})")
+        if not lr_config.get("by_epoch", True):
+            raise ValueError("lr_config.by_epoch=False is not supported (the cosine rate is stepped per epoch)")
+        if lr_config.get("min_lr") is not None and lr_config.get("min_lr_ratio") is not None:
+            raise ValueError("lr_config: give min_lr or min_lr_ratio, not both")
+        min_lr = (base_lr * float(lr_config["min_lr_ratio"]) if lr_config.get("min_lr_ratio") is not None
+                  else float(lr_config.get("min_lr") or 0.0))
         policy = lr_config.get("policy", "CosineAnnealing")
         if policy != "CosineAnnealing":
             raise ValueError(f"lr_config.policy {policy!r} is not supported (only 'CosineAnnealing')")
@@ -33,8 +48,8 @@ class CosineWarmup:
             raise ValueError(f"lr_config.warmup {warmup!r} is not supported (only 'linear' or None)")
         warmup_iters = lr_config.get("warmup_iters", 0) if warmup else 0
         warmup_epochs = warmup_iters if lr_config.get("warmup_by_epoch", True) else warmup_iters / iters_per_epoch
-        return cls(base_lr, total_epochs, iters_per_epoch, float(lr_config.get("min_lr", 0.0)),
-                   float(warmup_epochs), float(lr_config.get("warmup_ratio", 0.1)))
+        return cls(base_lr, total_epochs, iters_per_epoch, min_lr, float(warmup_epochs),
+                   float(lr_config.get("warmup_ratio", 0.1)))
 
     def epoch_lr(self, epoch: int) -> float:
         """The cosine rate of 0-based ``epoch``."""

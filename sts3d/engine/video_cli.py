@@ -9,6 +9,7 @@ import argparse
 import os
 import subprocess
 import sys
+import warnings
 from typing import Callable, Optional
 
 from ..checkpoint import CheckpointError
@@ -90,7 +91,10 @@ def _run(function: Callable[[DistContext], object], args: argparse.Namespace) ->
         return 2
     setup_logging(ctx.primary)
     try:
-        function(ctx)
+        with warnings.catch_warnings():
+            # the loader logs each skipped video (console and the run's log): once, without a Python warning too
+            warnings.filterwarnings("ignore", message="skipping unreadable video", category=RuntimeWarning)
+            function(ctx)
     except INPUT_ERRORS as error:  # the first line says it; a load report's key list would bury it
         text = str(error).splitlines()[0] if str(error) else type(error).__name__
         print(f"error: {text}", file=sys.stderr)

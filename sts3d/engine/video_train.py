@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from ..checkpoint import load_pretrained, read_checkpoint, save_checkpoint
 from ..config import ConfigError, dump_config, to_plain
-from ..data.pipeline import build_dataset, normalizes_on_device, num_segments
+from ..data.pipeline import build_dataset, normalizes_on_device, num_segments, unknown_data_keys
 from ..data.video import normalize_clips
 from ..models.builder import build_recognizer
 from ..models.recognizer import Recognizer3D
@@ -112,7 +112,16 @@ def build_optimizer(cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.SGD
     opt = dict(cfg["optimizer"])
     if opt.pop("type", "SGD") != "SGD":
         raise ValueError("optimizer.type must be 'SGD' (the seed's fine-tuning optimizer)")
+    # torch.optim.SGD raised a TypeError for any other key in the original; a typo must not pass unnoticed
+    unknown = sorted(set(opt) - {"lr", "momentum", "weight_decay", "nesterov", "paramwise_cfg"})
+    if unknown:
+        raise ConfigError(f"optimizer: unknown key {unknown[0]!r} (known: lr, momentum, weight_decay, nesterov, "
+                          "paramwise_cfg)")
     paramwise = opt.pop("paramwise_cfg", None) or {}
+    unknown = sorted(set(paramwise) - {"norm_decay_mult", "bias_decay_mult"})
+    if unknown:
+        raise ConfigError(f"optimizer.paramwise_cfg: {unknown[0]!r} is not supported (only norm_decay_mult, "
+                          "bias_decay_mult)")
     decay = float(opt.get("weight_decay", 0.0))
     norm_mult, bias_mult = paramwise.get("norm_decay_mult", 1.0), paramwise.get("bias_decay_mult", 1.0)
     groups: dict[float, list[nn.Parameter]] = {}
@@ -129,6 +138,9 @@ def build_optimizer(cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.SGD
 
 
 def _grad_clip(cfg: Mapping[str, Any]) -> Optional[float]:
+    unknown = sorted(set(cfg.get("optimizer_config") or {}) - {"grad_clip"})
+    if unknown:
+        raise ConfigError(f"optimizer_config: unknown key {unknown[0]!r} (known: grad_clip)")
     clip = (cfg.get("optimizer_config") or {}).get("grad_clip")
     if not clip:
         return None
@@ -377,6 +389,8 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
                     num_classes, len(train_set), f", {len(val_set)} val" if val_set else "", ctx.world_size,
                     ctx.device.type, loader.batch_size, precision.describe(), start_epoch + 1, total_epochs,
                     total_epochs, seed, work_dir)
+        for key in unknown_data_keys(data):
+            logger.warning("data.%s is not a setting this project reads; ignored", key)
         if report is not None:  # every key that did not load, in the run's log too
             for number, line in enumerate(report.summary().splitlines()):
                 logger.info("load_from %s" if number == 0 else "%s", line)

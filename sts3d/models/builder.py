@@ -8,7 +8,8 @@ takes ``num_classes``, ``in_channels``, ``dropout_ratio`` and ``init_std``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from contextlib import contextmanager
+from typing import Any, Iterator, Mapping
 
 from .factory import create_backbone
 from .heads import I3DHead, SlowFastHead, X3DHead
@@ -48,9 +49,22 @@ def build_recognizer(model_cfg: Mapping[str, Any]) -> Recognizer3D:
     head_type = head_cfg.get("type")
     if head_type not in HEAD_TYPES:
         raise ValueError(f"model.cls_head.type {head_type!r} is not one of {sorted(HEAD_TYPES)}")
-    backbone = create_backbone(BACKBONE_TYPES[backbone_type], **_without_inert(backbone_cfg, "model.backbone"))
     head_kwargs = _without_inert(head_cfg, "model.cls_head")
     if "dropout_ratio" in head_kwargs:
         head_kwargs["dropout"] = head_kwargs.pop("dropout_ratio")
-    head = HEAD_TYPES[head_type](**head_kwargs)
+    with _named_settings("model.backbone"):
+        backbone = create_backbone(BACKBONE_TYPES[backbone_type], **_without_inert(backbone_cfg, "model.backbone"))
+    with _named_settings("model.cls_head"):
+        head = HEAD_TYPES[head_type](**head_kwargs)
     return Recognizer3D(backbone, head, num_segments=model_cfg.get("num_segments"))
+
+
+@contextmanager
+def _named_settings(section: str) -> Iterator[None]:
+    """A misspelt setting (``reshape_stt``) as a one-line config error naming its section, not a traceback."""
+    try:
+        yield
+    except TypeError as error:
+        if "unexpected keyword argument" not in str(error):
+            raise
+        raise ValueError(f"{section}: {str(error).split('got ', 1)[-1]}") from error
