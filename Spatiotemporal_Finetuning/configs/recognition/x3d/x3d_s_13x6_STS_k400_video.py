@@ -61,7 +61,7 @@ data = dict(
     test=dict(type=dataset_type, ann_file=ann_file_test, data_prefix=data_root_val, pipeline=test_pipeline))
 
 # optimizer
-optimizer = dict(lr=0.02, paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.))  # lr for the seed's total batch (see docs/configs.md)
+optimizer = dict(lr=0.02, paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.))  # lr for the seed's total batch (see docs/finetuning.md)
 total_epochs = 100
 evaluation = dict(interval=5, metrics=['top_k_accuracy', 'mean_class_accuracy'])
 precise_bn = dict(num_iters=200, interval=1)  # recompute BN statistics on 200 train batches

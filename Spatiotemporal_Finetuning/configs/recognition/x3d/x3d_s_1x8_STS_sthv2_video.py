@@ -60,7 +60,7 @@ data = dict(
     test=dict(type=dataset_type, ann_file=ann_file_test, data_prefix=data_root_val, pipeline=test_pipeline))
 
 # optimizer
-optimizer = dict(lr=0.1)  # lr for the seed's total batch (see docs/configs.md)
+optimizer = dict(lr=0.1)  # lr for the seed's total batch (see docs/finetuning.md)
 evaluation = dict(interval=1, metrics=['top_k_accuracy', 'mean_class_accuracy'])
 inflate = False  # load the image kernels as they are (only the centre slice was trained)
 work_dir = './work_dirs/x3d_s_1x8_STS_sthv2_video'
