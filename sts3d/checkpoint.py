@@ -3,7 +3,8 @@
 Key mapping (the seed's ``load_from``, in this order): ``get_feature`` -> ``backbone``, a leading ``fc1.`` ->
 ``cls_head.fc1.``, ``classifier.0.`` -> ``cls_head.fc1.``, ``classifier`` -> ``cls_head.fc_cls``. A leading
 ``module.`` (DDP) is dropped. Loading is non-strict: keys whose shape differs are skipped and reported (the image
-classifier's 1000 classes never fit a video head), and a load where no backbone weight fits is an error.
+classifier's 1000 classes never fit a video head), and a load where no backbone weight fits is an error; ``load_from``
+(:func:`load_pretrained`) also fails when any backbone weight is missing or of another shape.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,8 +25,22 @@ SEED_KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"classifier", "cls_head.fc_cls"),
 )
 
-# Classes the original's checkpoints pickle besides tensors (timm stores its argparse Namespace under 'args').
-SAFE_GLOBALS = [argparse.Namespace]
+
+def _numpy_globals() -> list:
+    """What a pickled NumPy scalar or array needs. mmcv's EvalHook keeps ``meta['hook_msgs']['best_score']`` as
+    the ``numpy.float64`` mmaction's metrics return, so the original's ``best_*.pth`` files hold one. NumPy 1.x
+    pickled these under ``numpy.core``, NumPy 2 under ``numpy._core``; both names are allowed."""
+    multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
+    found = [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype]
+    found += [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    found += [(multiarray.scalar, "numpy.core.multiarray.scalar"),
+              (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
+    return found
+
+
+# Classes the original's checkpoints pickle besides tensors: timm stores its argparse Namespace under 'args', and
+# mmcv stores NumPy scalars in 'meta'. None of these can run code when unpickled.
+SAFE_GLOBALS = [argparse.Namespace, *_numpy_globals()]
 
 
 class CheckpointError(RuntimeError):
@@ -59,8 +75,10 @@ def read_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
         try:
             checkpoint = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as error:  # a truncated file, or a pickle of something we do not trust
-            raise CheckpointError(f"{path}: cannot be read as a checkpoint "
-                                  f"({type(error).__name__}: {error})") from error
+            refused = re.search(r"Unsupported global: GLOBAL (\S+)|but got (<class '[^']+'>)", str(error))
+            reason = (f"it pickles {next(g for g in refused.groups() if g)}, which is not allowed with "
+                      f"weights_only=True" if refused else f"{type(error).__name__}: {error}")
+            raise CheckpointError(f"{path}: cannot be read as a checkpoint ({reason})") from error
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path}: expected a dict, got {type(checkpoint).__name__}")
     return dict(checkpoint)
@@ -91,11 +109,19 @@ def map_keys(state: Mapping[str, torch.Tensor], model_keys: set[str],
     return mapped
 
 
+def _is_backbone(key: str) -> bool:
+    # BN step counters are scalars that fit any network: they do not show the checkpoint is this network's
+    return not key.startswith("cls_head.") and not key.endswith("num_batches_tracked")
+
+
 def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str = "state dict",
-               key_map: tuple[tuple[str, str], ...] = SEED_KEY_MAP) -> LoadReport:
+               key_map: tuple[tuple[str, str], ...] = SEED_KEY_MAP, whole_backbone: bool = False,
+               arch: str = "") -> LoadReport:
     """Load ``state`` into ``model`` non-strictly after mapping its keys; return the report.
 
-    Raises ``CheckpointError`` when not a single backbone weight loaded (a checkpoint of another network).
+    Raises ``CheckpointError`` when not a single backbone weight loaded (a checkpoint of another network), and with
+    ``whole_backbone`` when any backbone weight is missing or of another shape (only the head may differ);
+    ``arch``, the checkpoint's network where it says, is named in that error. Nothing is loaded when it raises.
     """
     own = model.state_dict()
     mapped = map_keys(state, set(own), key_map)
@@ -110,11 +136,14 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str 
             usable[key] = value
             report.loaded.append(key)
     report.missing = [key for key in own if key not in mapped]
-    # BN step counters are scalars that fit any network: they do not show the checkpoint is this network's
-    backbone_loaded = [k for k in report.loaded
-                       if not k.startswith("cls_head.") and not k.endswith("num_batches_tracked")]
-    if not backbone_loaded:
+    if not any(_is_backbone(k) for k in report.loaded):
         raise CheckpointError(f"{source}: no backbone weight fits this model\n{report.summary()}")
+    missing = [k for k in report.missing if _is_backbone(k)]
+    mismatched = [k for k, _, _ in report.mismatched if _is_backbone(k)]
+    if whole_backbone and (missing or mismatched):
+        raise CheckpointError(
+            f"{source}{f' ({arch})' if arch else ''} looks like another network: {len(missing)} backbone weights "
+            f"missing, {len(mismatched)} of another shape (first: {(missing + mismatched)[0]})\n{report.summary()}")
     model.load_state_dict(usable, strict=False)
     return report
 
@@ -144,12 +173,14 @@ def inflate_centre(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def load_pretrained(model: nn.Module, path: Union[str, Path], inflate: bool = False) -> LoadReport:
     """The seed's ``load_from``: a stage-1 checkpoint (``get_feature.*``, ``fc1.*``, ``classifier.*``), one of
-    ours, or an original released fine-tuned one (``backbone.*``, ``cls_head.*``), loaded non-strictly with the
-    seed's key mapping; ``inflate`` takes the seed's ``inflate=True`` path (:func:`inflate_centre`)."""
-    state = extract_state_dict(read_checkpoint(path))
+    ours, or an original released fine-tuned one (``backbone.*``, ``cls_head.*``), loaded with the seed's key
+    mapping; ``inflate`` takes the seed's ``inflate=True`` path (:func:`inflate_centre`). The head loads where its
+    shapes fit; every backbone weight must load, since a partly loaded backbone is another network's."""
+    checkpoint = read_checkpoint(path)
+    state, arch = extract_state_dict(checkpoint), str(checkpoint.get("arch") or "")
     if inflate:
-        return load_state(model, inflate_centre(state), str(path), INFLATE_KEY_MAP)
-    return load_state(model, state, str(path))
+        return load_state(model, inflate_centre(state), str(path), INFLATE_KEY_MAP, whole_backbone=True, arch=arch)
+    return load_state(model, state, str(path), whole_backbone=True, arch=arch)
 
 
 def save_checkpoint(checkpoint: Mapping[str, Any], path: Union[str, Path]) -> None:

@@ -1,11 +1,12 @@
 """Factory, recognizers, heads, checkpoint loading and bad input."""
 import argparse
 
+import numpy as np
 import pytest
 import timm
 import torch
 
-from sts3d.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from sts3d.checkpoint import CheckpointError, load_checkpoint, load_pretrained, read_checkpoint, save_checkpoint
 from sts3d.models import average_clips, create_backbone, create_recognizer, list_backbones
 
 SMALL = {"slowfast50_4x16": (2, 3, 8, 32, 32), "slowfast50_8x8": (2, 3, 8, 32, 32)}
@@ -147,6 +148,30 @@ def test_checkpoint_of_another_network_is_an_error(tmp_path):
     _, path = pretrain_checkpoint(tmp_path, "v3d_x3d_s_224")
     with pytest.raises(CheckpointError, match="no backbone weight fits"):
         load_checkpoint(create_recognizer("csn50_ir", num_classes=5), path)
+
+
+@pytest.mark.parametrize("image_name, network", [("v3d_csn50_ir_224", "slowonly50"),
+                                                 ("v3d_slowfast50_4x16_224", "slowfast50_8x8")])
+def test_load_from_a_partly_fitting_network_is_an_error(tmp_path, image_name, network):
+    """ir-CSN-50 and SlowOnly-50 share 212 backbone weights, SlowFast 4x16 and 8x8 all but their laterals: a
+    partial fit is another network, and nothing is loaded."""
+    _, path = pretrain_checkpoint(tmp_path, image_name)
+    model = create_recognizer(network, num_classes=5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match=f"model_best.pth.tar \\({image_name}\\) looks like another network"):
+        load_pretrained(model, path)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_original_checkpoint_with_numpy_scalars_in_meta_reads(tmp_path):
+    """mmcv's EvalHook keeps the best score as the numpy.float64 mmaction's metrics return."""
+    model = create_recognizer("x3d_s", num_classes=5)
+    path = tmp_path / "best_top1_acc_epoch_50.pth"
+    torch.save({"state_dict": model.state_dict(), "meta": {"epoch": 50, "hook_msgs": {
+        "best_score": np.float64(0.725), "best_ckpt": "x", "counts": np.arange(3)}}}, path)
+    checkpoint = read_checkpoint(path)
+    assert checkpoint["meta"]["hook_msgs"]["best_score"] == 0.725
+    assert not load_checkpoint(create_recognizer("x3d_s", num_classes=5), path).missing
 
 
 def test_save_checkpoint_is_atomic(tmp_path, monkeypatch):
