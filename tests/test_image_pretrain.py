@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from sts3d.checkpoint import load_checkpoint, read_checkpoint
 from sts3d.data.images import DatasetError, ImageDataset, image_folder_dataset, image_list_dataset
 from sts3d.engine.distributed import DistContext
-from sts3d.engine.image_cli import train_main, validate_main
+from sts3d.engine.image_cli import parse, train_main, train_parser, validate_main
 from sts3d.engine.image_train import (build_optimizer, build_scheduler, checkpoint_state, restore_training_state,
                                       train_loader)
 from sts3d.models import IMAGE_MODELS, create_recognizer
@@ -154,6 +154,37 @@ def test_resume_continues_exactly(x3d_run, images, tmp_path):
     for key in ("state_dict", "optimizer", "scheduler", "amp_scaler", "metric"):
         assert same_state(resumed[key], expected[key]), key
     assert (stopped / "summary.csv").read_text() == (x3d_run / "summary.csv").read_text()
+
+
+def test_resume_with_other_schedule_flags_follows_them(x3d_run, caplog):
+    """Extending a run (--epochs) or changing --lr on --resume: the schedule is the new flags', as in timm's
+    train.py, not the one saved with the checkpoint."""
+    checkpoint = read_checkpoint(x3d_run / "checkpoint-0.pth.tar")
+    args = argparse.Namespace(**{**checkpoint["args"], "epochs": checkpoint["args"]["epochs"] + 8, "lr": 1e-3})
+    model = timm.create_model("v3d_x3d_s_224", num_classes=2)
+    optimizer = build_optimizer(args, model)
+    scheduler, _ = build_scheduler(args, optimizer, updates_per_epoch=2)
+    fresh_optimizer = build_optimizer(args, timm.create_model("v3d_x3d_s_224", num_classes=2))
+    fresh, _ = build_scheduler(args, fresh_optimizer, updates_per_epoch=2)
+    with caplog.at_level(logging.INFO, logger="sts3d"):
+        assert restore_training_state(checkpoint, model, optimizer, scheduler, None, "ckpt", args) == 1
+    fresh.step(1)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(fresh_optimizer.param_groups[0]["lr"])
+    assert scheduler.t_initial == fresh.t_initial
+    assert "--epochs 10 (was 2)" in caplog.text and "--lr 0.001 (was 0.005)" in caplog.text
+
+
+def test_command_line_of_the_seed_and_of_timm(tmp_path, capsys):
+    """torch.distributed.launch passes --local-rank; timm >= 0.6 spells DATA --data-dir; an abbreviation such as
+    timm's --pretrained (which would have been read as --pretrained2d) is refused."""
+    args = parse(train_parser(), ["--data-dir", str(tmp_path), "--model", "v3d_x3d_s_224", "--local-rank=0"])
+    assert args.data == str(tmp_path) and args.local_rank == 0
+    assert parse(train_parser(), [str(tmp_path), "--model", "v3d_x3d_s_224", "--local_rank", "1"]).data == str(tmp_path)
+    for argv, message in (([str(tmp_path), "--model", "v3d_x3d_s_224", "--pretrained"], "unrecognized arguments"),
+                          (["--model", "v3d_x3d_s_224"], "DATA or --data-dir")):
+        with pytest.raises(SystemExit):
+            parse(train_parser(), argv)
+        assert message in capsys.readouterr().err
 
 
 def test_restore_brings_back_optimizer_scheduler_and_scaler(x3d_run):

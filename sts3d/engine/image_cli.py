@@ -25,8 +25,9 @@ INPUT_ERRORS = (UsageError, DatasetError, AnnotationError, CheckpointError, File
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
-    group.add_argument("data", metavar="DATA", help="dataset root: DATA/<split>/<class>/<image>, or the prefix of "
-                       "the paths in --train-list / --val-list")
+    group.add_argument("data", metavar="DATA", nargs="?", help="dataset root: DATA/<split>/<class>/<image>, or the "
+                       "prefix of the paths in --train-list / --val-list")
+    group.add_argument("--data-dir", default=None, metavar="DATA", help="the same as DATA (timm >= 0.6's spelling)")
     group.add_argument("--val-split", default="val", help="validation folder under DATA (default: val)")
     group.add_argument("--val-list", default=None, metavar="FILE",
                        help="validation images as 'relative/path label' lines instead of a folder")
@@ -49,11 +50,13 @@ def _add_device_arguments(parser: argparse.ArgumentParser) -> None:
                        help="autocast dtype (default: float16 with a loss scaler on CUDA, bfloat16 on CPU)")
     group.add_argument("--channels-last", action="store_true",
                        help="channels-last memory layout: NHWC images, NDHWC 3D conv weights and activations")
+    # torch.distributed.launch (the seed's launcher) passes it; the rank is read from the environment
+    group.add_argument("--local-rank", "--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
 
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="Image_Pre_Training/train.py",
+        prog="Image_Pre_Training/train.py", allow_abbrev=False,
         description="Pre-train a 3D backbone on images (one-frame clips), with timm's recipe pieces.")
     _add_data_arguments(parser)
     data = parser.add_argument_group("training data")
@@ -142,7 +145,7 @@ def train_parser() -> argparse.ArgumentParser:
 
 def validate_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="Image_Pre_Training/validate.py",
+        prog="Image_Pre_Training/validate.py", allow_abbrev=False,
         description="Evaluate an image-pretrained checkpoint; prints top-1, top-5 and loss.")
     _add_data_arguments(parser)
     parser.add_argument("--checkpoint", required=True, metavar="CKPT", help="a .pth.tar of train.py or the original")
@@ -171,8 +174,20 @@ def run(function: Callable[[argparse.Namespace, DistContext], object], args: arg
     return 0
 
 
+def parse(parser: argparse.ArgumentParser, argv: Optional[list[str]]) -> argparse.Namespace:
+    """The command line, with DATA from the positional argument or ``--data-dir``. Abbreviated flags are refused
+    (``allow_abbrev=False``), so timm's ``--pretrained`` is an error, not a silent ``--pretrained2d``."""
+    args = parser.parse_args(argv)
+    if args.data is not None and args.data_dir is not None and args.data != args.data_dir:
+        parser.error(f"DATA given twice: {args.data} and --data-dir {args.data_dir}")
+    args.data = args.data if args.data is not None else args.data_dir
+    if args.data is None:
+        parser.error("the dataset root is required: DATA or --data-dir")
+    return args
+
+
 def train_main(argv: Optional[list[str]] = None) -> int:
-    args = train_parser().parse_args(argv)
+    args = parse(train_parser(), argv)
     if args.eval:
         if not args.resume:
             print("error: --eval evaluates the --resume checkpoint; pass --resume CKPT", file=sys.stderr)
@@ -184,4 +199,4 @@ def train_main(argv: Optional[list[str]] = None) -> int:
 
 
 def validate_main(argv: Optional[list[str]] = None) -> int:
-    return run(evaluate, validate_parser().parse_args(argv))
+    return run(evaluate, parse(validate_parser(), argv))

@@ -300,11 +300,25 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
             "args": dict(args), "classes": classes}
 
 
+# The flags the LR schedule is built from (:func:`build_scheduler`).
+SCHEDULE_FLAGS = ("sched", "epochs", "lr", "decay_epochs", "decay_rate", "min_lr", "warmup_lr", "warmup_epochs",
+                  "cooldown_epochs", "lr_cycle_decay", "step_by_iteration")
+
+
+def changed_schedule_flags(saved: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
+    """``--flag new (was old)`` for each schedule flag that differs from the checkpoint's saved args."""
+    return [f"--{flag.replace('_', '-')} {getattr(args, flag)} (was {saved[flag]})" for flag in SCHEDULE_FLAGS
+            if flag in saved and hasattr(args, flag) and saved[flag] != getattr(args, flag)]
+
+
 def restore_training_state(checkpoint: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                           scheduler: Scheduler, scaler: Optional[torch.amp.GradScaler], source: str) -> int:
+                           scheduler: Scheduler, scaler: Optional[torch.amp.GradScaler], source: str,
+                           args: Optional[argparse.Namespace] = None) -> int:
     """Load weights, optimizer, scheduler and scaler state; return the epoch to start from.
 
-    The original's checkpoints have no scheduler state: the schedule is then set to the start epoch.
+    The schedule follows this run's flags, as in timm's ``train.py``: the scheduler's saved state (which holds the
+    old epochs, rate and warm-up) is loaded only when no schedule flag of ``args`` differs from the checkpoint's,
+    and otherwise, as for the original's checkpoints, which have none, the schedule is set to the start epoch.
     """
     load_weights_strict(model, checkpoint, source)
     try:
@@ -312,7 +326,10 @@ def restore_training_state(checkpoint: Mapping[str, Any], model: nn.Module, opti
     except ValueError as error:  # parameter groups of another optimizer setting
         raise CheckpointError(f"{source}: its optimizer state does not fit this run ({error})") from None
     start_epoch = int(checkpoint["epoch"]) + 1
-    if checkpoint.get("scheduler"):
+    changed = changed_schedule_flags(checkpoint.get("args") or {}, args) if args is not None else []
+    if changed:
+        logger.info("--resume: the LR schedule follows this run's flags: %s", ", ".join(changed))
+    if checkpoint.get("scheduler") and not changed:
         scheduler.load_state_dict(checkpoint["scheduler"])
     else:
         scheduler.step(start_epoch)
@@ -456,7 +473,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, float]:
     start_epoch = 0
     keeper = CheckpointKeeper(out_dir, args.checkpoint_hist)
     if resume is not None:
-        start_epoch = restore_training_state(resume, model, optimizer, scheduler, scaler, args.resume)
+        start_epoch = restore_training_state(resume, model, optimizer, scheduler, scaler, args.resume, args)
         if Path(args.resume).resolve().parent == out_dir.resolve():
             keeper.load_state_dict(resume.get("saver") or {})
         args.wandb_id = args.wandb_id or checkpoint_args(resume).get("wandb_id")
