@@ -64,5 +64,5 @@ evaluate() {
         exit 2
     fi
     launch "$gpus" "$STAGE_DIR/validate.py" "$data" --model "$model" --checkpoint "$checkpoint" --val-split val \
-        --batch-size 256 --workers 8 --pin-mem --crop-pct 0.95 --amp ${EXTRA[@]+"${EXTRA[@]}"}
+        --batch-size 256 --workers 8 --pin-mem --crop-pct 0.95 ${EXTRA[@]+"${EXTRA[@]}"}
 }
