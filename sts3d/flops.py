@@ -96,18 +96,40 @@ def parse_shape(values: Sequence[int], default_t: int) -> tuple[int, int, int, i
     raise ValueError(f"--shape takes 1 to 5 values (S | H W | T H W | C T H W | N C T H W), got {len(values)}")
 
 
+class _BackboneAndHead(nn.Module):
+    """A recognizer's forward on one clip ``(N, C, T, H, W)``: backbone, then head (what mmaction's ``get_flops``
+    counted for a config)."""
+
+    def __init__(self, recognizer: nn.Module) -> None:
+        super().__init__()
+        self.backbone, self.cls_head = recognizer.backbone, recognizer.cls_head
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.cls_head(self.backbone(clip))
+
+
 def resolve_model(name_or_config: str, sts: bool = False, sts_mode: str = "faithful",
                   device: str | torch.device = "meta") -> tuple[nn.Module, tuple[int, int, int]]:
-    """The backbone that ``name_or_config`` names, built on ``device``, and its default ``(T, H, W)`` clip shape.
+    """The model that ``name_or_config`` names, built on ``device``, and its default ``(T, H, W)`` clip shape.
 
-    For now only the registered backbone names are accepted; reading a fine-tuning config file is the hook's
-    next step, once the config system exists.
+    A backbone name gives that backbone (``sts``, ``sts_mode`` apply). A fine-tuning config file (``.py``) gives its
+    recognizer's backbone and head, STS as the config sets it, on the config's training clip (the SSv2 form's
+    one-frame segments folded into time, as the backbone sees them).
     """
     if name_or_config.endswith(".py"):
-        raise ValueError(f"{name_or_config}: config files are not supported yet; give a backbone name, one of "
-                         f"{', '.join(list_backbones())}")
+        from .config import load_config  # the fine-tuning stage's pieces, only for a config
+        from .data.pipeline import clip_settings
+        from .models.builder import build_recognizer
+
+        cfg = load_config(name_or_config)
+        settings, _ = clip_settings(cfg.data.train.pipeline, "data.train.pipeline")
+        frames = settings.num_clips if settings.clip_len == 1 else settings.clip_len
+        with torch.device(device):
+            model = _BackboneAndHead(build_recognizer(cfg.model))
+        return model, (frames, settings.crop_size, settings.crop_size)
     if name_or_config not in list_backbones():
-        raise ValueError(f"unknown backbone {name_or_config!r}; valid names: {', '.join(list_backbones())}")
+        raise ValueError(f"unknown backbone {name_or_config!r}; valid names: {', '.join(list_backbones())}, or a "
+                         "config file (.py)")
     with torch.device(device):
         model = create_backbone(name_or_config, sts=sts, sts_mode=sts_mode)
     return model, backbone_entry(name_or_config).clip_shape

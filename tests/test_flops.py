@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from sts3d.flops import (backbone_complexity, count_macs, count_params, count_sts_convs, parse_shape,
+from sts3d.flops import (backbone_complexity, count_macs, count_params, count_sts_convs, measure, parse_shape,
                          resolve_model)
 from sts3d.models import backbone_entry, create_backbone
 from sts3d.models.sts import STSConv3d
@@ -91,8 +91,21 @@ def test_parse_shape_rejects_bad_values(values):
 def test_resolve_model_names_the_valid_backbones():
     with pytest.raises(ValueError, match="csn50_ir"):
         resolve_model("resnet50")
-    with pytest.raises(ValueError, match="not supported yet"):
+    with pytest.raises(ValueError, match="config file not found"):
         resolve_model("configs/recognition/csn/some_config.py")
+
+
+def test_get_flops_of_a_config_counts_backbone_and_head_on_its_clip():
+    """The seed's ``get_flops.py CONFIG``: the X3D-S K400 config's training clip is 13 x 160 x 160; its head
+    (fc1 432 -> 2048, fc2 2048 -> 400) adds about 0.001 GMACs and 1.70 M params to the backbone's."""
+    config = REPO / "Spatiotemporal_Finetuning/configs/recognition/x3d/x3d_s_13x6_STS_k400_video.py"
+    model, clip = resolve_model(str(config))
+    assert clip == (13, 160, 160)
+    result = measure(model, (1, 3, *clip))
+    backbone = measure(resolve_model("x3d_s", sts=True)[0], (1, 3, *clip))
+    assert result.sts_convs == backbone.sts_convs == 26
+    assert result.params - backbone.params == 432 * 2048 + 2048 * 400 + 400  # fc1 without bias, as the seed's
+    assert 0 < result.macs - backbone.macs < 0.01e9
 
 
 def test_get_flops_script():
