@@ -156,22 +156,36 @@ def test_resume_continues_exactly(x3d_run, images, tmp_path):
     assert (stopped / "summary.csv").read_text() == (x3d_run / "summary.csv").read_text()
 
 
-def test_resume_with_other_schedule_flags_follows_them(x3d_run, caplog):
-    """Extending a run (--epochs) or changing --lr on --resume: the schedule is the new flags', as in timm's
-    train.py, not the one saved with the checkpoint."""
+@pytest.mark.parametrize("saved, now, logged", [
+    # extending a run (--epochs) and changing --lr, the LR stepped per epoch
+    ({}, {"epochs": 10, "lr": 1e-3}, ["--epochs 10 (was 2)", "--lr 0.001 (was 0.005)"]),
+    # the LR stepped per update, with another --batch-size: 5 updates an epoch instead of 2, no schedule flag changed
+    ({"step_by_iteration": True}, {"step_by_iteration": True, "batch_size": 2}, ["--batch-size 2 (was 4)"]),
+], ids=["epochs-and-lr", "updates-per-epoch"])
+def test_resume_with_other_flags_follows_them(x3d_run, caplog, saved, now, logged):
+    """On --resume the schedule is this run's flags', as in timm's train.py, not the one saved with the
+    checkpoint (whose t_initial, base rate and warm-up are the old run's); the changed flags are logged."""
     checkpoint = read_checkpoint(x3d_run / "checkpoint-0.pth.tar")
-    args = argparse.Namespace(**{**checkpoint["args"], "epochs": checkpoint["args"]["epochs"] + 8, "lr": 1e-3})
+    checkpoint["args"].update(saved)
+    old = argparse.Namespace(**checkpoint["args"])
+    old_scheduler, _ = build_scheduler(old, build_optimizer(old, timm.create_model("v3d_x3d_s_224", num_classes=2)),
+                                       updates_per_epoch=2)
+    old_scheduler.step(1), old_scheduler.step_update(2)
+    checkpoint["scheduler"] = old_scheduler.state_dict()
+    args = argparse.Namespace(**{**checkpoint["args"], **now})
+    updates = 4 // args.batch_size + 1 if "batch_size" in now else 2
     model = timm.create_model("v3d_x3d_s_224", num_classes=2)
     optimizer = build_optimizer(args, model)
-    scheduler, _ = build_scheduler(args, optimizer, updates_per_epoch=2)
+    scheduler, _ = build_scheduler(args, optimizer, updates_per_epoch=updates)
     fresh_optimizer = build_optimizer(args, timm.create_model("v3d_x3d_s_224", num_classes=2))
-    fresh, _ = build_scheduler(args, fresh_optimizer, updates_per_epoch=2)
+    fresh, _ = build_scheduler(args, fresh_optimizer, updates_per_epoch=updates)
     with caplog.at_level(logging.INFO, logger="sts3d"):
-        assert restore_training_state(checkpoint, model, optimizer, scheduler, None, "ckpt", args) == 1
-    fresh.step(1)
+        assert restore_training_state(checkpoint, model, optimizer, scheduler, None, "ckpt", args, updates) == 1
+    fresh.step(1), fresh.step_update(updates)
+    assert scheduler.state_dict() == {**fresh.state_dict(), "metric": checkpoint["metric"]}
     assert optimizer.param_groups[0]["lr"] == pytest.approx(fresh_optimizer.param_groups[0]["lr"])
-    assert scheduler.t_initial == fresh.t_initial
-    assert "--epochs 10 (was 2)" in caplog.text and "--lr 0.001 (was 0.005)" in caplog.text
+    message = [record.getMessage() for record in caplog.records if "--resume" in record.getMessage()]
+    assert len(message) == 1 and all(flag in message[0] for flag in logged), message
 
 
 def test_command_line_of_the_seed_and_of_timm(tmp_path, capsys):
@@ -198,7 +212,7 @@ def test_restore_brings_back_optimizer_scheduler_and_scaler(x3d_run):
                                   "growth_interval": 100, "_growth_tracker": 7})
     checkpoint["amp_scaler"] = saved_scaler.state_dict()
     scaler = torch.amp.GradScaler("cpu")
-    assert restore_training_state(checkpoint, model, optimizer, scheduler, scaler, "ckpt") == 1
+    assert restore_training_state(checkpoint, model, optimizer, scheduler, scaler, "ckpt", args, 2) == 1
     again = checkpoint_state(model, optimizer, scheduler, scaler, 0, checkpoint["metric"], checkpoint["args"],
                              checkpoint["classes"])
     for key in ("state_dict", "optimizer", "scheduler", "amp_scaler"):

@@ -129,7 +129,8 @@ def train_parser() -> argparse.ArgumentParser:
     run.add_argument("--experiment", default="",
                      help="run folder name (default: the --resume file's folder, else date-model-size)")
     run.add_argument("--resume", default="", metavar="CKPT",
-                     help="continue a run: weights, optimizer, schedule, loss scaler and epoch")
+                     help="continue a run: weights, optimizer, loss scaler and epoch (the LR schedule follows this "
+                          "run's flags)")
     run.add_argument("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val split")
 
     wandb = parser.add_argument_group("wandb (optional; needs the wandb package)")

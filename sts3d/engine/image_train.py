@@ -28,6 +28,7 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from timm.scheduler.plateau_lr import PlateauLRScheduler
 from timm.scheduler.scheduler import Scheduler
 from timm.utils import accuracy, random_seed
 from torch import nn
@@ -300,25 +301,26 @@ def checkpoint_state(model: nn.Module, optimizer: torch.optim.Optimizer, schedul
             "args": dict(args), "classes": classes}
 
 
-# The flags the LR schedule is built from (:func:`build_scheduler`).
-SCHEDULE_FLAGS = ("sched", "epochs", "lr", "decay_epochs", "decay_rate", "min_lr", "warmup_lr", "warmup_epochs",
-                  "cooldown_epochs", "lr_cycle_decay", "step_by_iteration")
+# Flags that describe one invocation, not the run: they differ on every resume (``data_dir`` is folded into
+# ``data``, and ``wandb_id`` is read from the checkpoint after this comparison).
+PER_INVOCATION_FLAGS = frozenset({"resume", "local_rank", "data_dir", "wandb_id"})
 
 
-def changed_schedule_flags(saved: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
-    """``--flag new (was old)`` for each schedule flag that differs from the checkpoint's saved args."""
-    return [f"--{flag.replace('_', '-')} {getattr(args, flag)} (was {saved[flag]})" for flag in SCHEDULE_FLAGS
-            if flag in saved and hasattr(args, flag) and saved[flag] != getattr(args, flag)]
+def changed_flags(saved: Mapping[str, Any], args: argparse.Namespace) -> list[str]:
+    """``--flag new (was old)`` for each flag of ``args`` whose value differs from the checkpoint's saved args."""
+    return [f"--{flag.replace('_', '-')} {value} (was {saved[flag]})" for flag, value in vars(args).items()
+            if flag in saved and flag not in PER_INVOCATION_FLAGS and saved[flag] != value]
 
 
 def restore_training_state(checkpoint: Mapping[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: Scheduler, scaler: Optional[torch.amp.GradScaler], source: str,
-                           args: Optional[argparse.Namespace] = None) -> int:
-    """Load weights, optimizer, scheduler and scaler state; return the epoch to start from.
+                           args: argparse.Namespace, updates_per_epoch: int) -> int:
+    """Load weights, optimizer and scaler state and move the schedule to the resumed epoch; return that epoch.
 
-    The schedule follows this run's flags, as in timm's ``train.py``: the scheduler's saved state (which holds the
-    old epochs, rate and warm-up) is loaded only when no schedule flag of ``args`` differs from the checkpoint's,
-    and otherwise, as for the original's checkpoints, which have none, the schedule is set to the start epoch.
+    The schedule follows this run's flags, as in timm's ``train.py``: ``scheduler`` was built from ``args`` and is
+    only stepped to where the run stopped (epoch and update count), never given the checkpoint's scheduler state,
+    which holds the old run's epochs, rate and warm-up. Only the plateau scheduler's saved state is loaded: it is the
+    run's progress (best metric, epoch), not settings. Flags that differ from the checkpoint's run are logged.
     """
     load_weights_strict(model, checkpoint, source)
     try:
@@ -326,13 +328,18 @@ def restore_training_state(checkpoint: Mapping[str, Any], model: nn.Module, opti
     except ValueError as error:  # parameter groups of another optimizer setting
         raise CheckpointError(f"{source}: its optimizer state does not fit this run ({error})") from None
     start_epoch = int(checkpoint["epoch"]) + 1
-    changed = changed_schedule_flags(checkpoint.get("args") or {}, args) if args is not None else []
+    changed = changed_flags(checkpoint_args(checkpoint), args)
     if changed:
-        logger.info("--resume: the LR schedule follows this run's flags: %s", ", ".join(changed))
-    if checkpoint.get("scheduler") and not changed:
-        scheduler.load_state_dict(checkpoint["scheduler"])
+        logger.info("--resume %s: flags differ from the checkpoint's run, this run's are used (the LR schedule "
+                    "included): %s", source, ", ".join(changed))
+    if isinstance(scheduler, PlateauLRScheduler):
+        if checkpoint.get("scheduler"):
+            scheduler.load_state_dict(checkpoint["scheduler"])
     else:
-        scheduler.step(start_epoch)
+        # what the loop did after the last update and at the end of the epoch (with its top-1); a scheduler
+        # stepped per epoch ignores step_update, one stepped per update ignores step
+        scheduler.step_update(start_epoch * updates_per_epoch)
+        scheduler.step(start_epoch, checkpoint.get("metric"))
     if scaler is not None and checkpoint.get("amp_scaler"):
         scaler.load_state_dict(checkpoint["amp_scaler"])
     return start_epoch
@@ -473,7 +480,8 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, float]:
     start_epoch = 0
     keeper = CheckpointKeeper(out_dir, args.checkpoint_hist)
     if resume is not None:
-        start_epoch = restore_training_state(resume, model, optimizer, scheduler, scaler, args.resume, args)
+        start_epoch = restore_training_state(resume, model, optimizer, scheduler, scaler, args.resume, args,
+                                             len(loader))
         if Path(args.resume).resolve().parent == out_dir.resolve():
             keeper.load_state_dict(resume.get("saver") or {})
         args.wandb_id = args.wandb_id or checkpoint_args(resume).get("wandb_id")
