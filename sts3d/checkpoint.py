@@ -32,7 +32,8 @@ def _numpy_globals() -> list:
     pickled these under ``numpy.core``, NumPy 2 under ``numpy._core``; both names are allowed."""
     multiarray = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray
     found = [multiarray.scalar, multiarray._reconstruct, np.ndarray, np.dtype]
-    found += [getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")]
+    dtypes = getattr(np, "dtypes", None)  # the per-dtype classes, NumPy >= 1.25 (before, every dtype is np.dtype)
+    found += [getattr(dtypes, name) for name in dir(dtypes) if name.endswith("DType")] if dtypes else []
     found += [(multiarray.scalar, "numpy.core.multiarray.scalar"),
               (multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
     return found
