@@ -108,25 +108,43 @@ class _BackboneAndHead(nn.Module):
         return self.cls_head(self.backbone(clip))
 
 
+def _config_model(path: str, device: str | torch.device) -> tuple[nn.Module, tuple[int, int, int]]:
+    """A fine-tuning config's recognizer (backbone and head, as the engine builds it) and its training clip; what is
+    wrong with the file is one ``ValueError`` naming it."""
+    from .config import ConfigError, load_config  # the fine-tuning stage's pieces, only for a config
+    from .data.pipeline import clip_settings, num_segments
+    from .models.builder import build_recognizer
+
+    try:
+        cfg = load_config(path)
+    except ConfigError as error:  # its message names the file already
+        raise ValueError(str(error)) from error
+    try:
+        pipeline = cfg["data"]["train"]["pipeline"]
+        settings, _ = clip_settings(pipeline, "data.train.pipeline")
+        with torch.device(device):
+            recognizer = build_recognizer({**cfg["model"], "num_segments": num_segments(pipeline)})
+    except KeyError as error:
+        raise ValueError(f"{path}: no key {error.args[0]!r} (a config needs model and data.train.pipeline)") from error
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from error
+    frames = settings.num_clips if settings.clip_len == 1 else settings.clip_len
+    return _BackboneAndHead(recognizer), (frames, settings.crop_size, settings.crop_size)
+
+
 def resolve_model(name_or_config: str, sts: bool = False, sts_mode: str = "faithful",
                   device: str | torch.device = "meta") -> tuple[nn.Module, tuple[int, int, int]]:
     """The model that ``name_or_config`` names, built on ``device``, and its default ``(T, H, W)`` clip shape.
 
     A backbone name gives that backbone (``sts``, ``sts_mode`` apply). A fine-tuning config file (``.py``) gives its
-    recognizer's backbone and head, STS as the config sets it, on the config's training clip (the SSv2 form's
-    one-frame segments folded into time, as the backbone sees them).
+    recognizer's backbone and head, STS as the config sets it (``sts`` is then an error), on the config's training
+    clip (the SSv2 form's one-frame segments folded into time, as the backbone sees them).
     """
     if name_or_config.endswith(".py"):
-        from .config import load_config  # the fine-tuning stage's pieces, only for a config
-        from .data.pipeline import clip_settings
-        from .models.builder import build_recognizer
-
-        cfg = load_config(name_or_config)
-        settings, _ = clip_settings(cfg.data.train.pipeline, "data.train.pipeline")
-        frames = settings.num_clips if settings.clip_len == 1 else settings.clip_len
-        with torch.device(device):
-            model = _BackboneAndHead(build_recognizer(cfg.model))
-        return model, (frames, settings.crop_size, settings.crop_size)
+        if sts:
+            raise ValueError(f"{name_or_config}: --sts is for a backbone name; a config sets STS itself "
+                             "(reshape_t / reshape_st / conv_cfg)")
+        return _config_model(name_or_config, device)
     if name_or_config not in list_backbones():
         raise ValueError(f"unknown backbone {name_or_config!r}; valid names: {', '.join(list_backbones())}, or a "
                          "config file (.py)")

@@ -120,9 +120,42 @@ def test_get_flops_script():
     assert "Params: 2.09 M" in out
 
 
-def test_get_flops_rejects_unknown_names(capsys):
+def get_flops_main():
     spec = importlib.util.spec_from_file_location("get_flops", GET_FLOPS)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["no_such_model"]) == 2
+    return module.main
+
+
+def test_get_flops_rejects_unknown_names(capsys):
+    assert get_flops_main()(["no_such_model"]) == 2
     assert "valid names: csn50_ir" in capsys.readouterr().err
+
+
+def test_get_flops_script_with_a_config_as_the_seed_ran_it(capsys):
+    """``get_flops.py CONFIG --shape N C T H W``, mmaction's command line; the SSv2 X3D-S config's 8 one-frame
+    segments reach the backbone as 8 frames."""
+    config = REPO / "Spatiotemporal_Finetuning/configs/recognition/x3d/x3d_s_1x8_STS_sthv2_video.py"
+    assert get_flops_main()([str(config), "--shape", "1", "3", "8", "224", "224"]) == 0
+    out = capsys.readouterr().out
+    assert "(backbone and head), 26 STS convs" in out and "Input shape: (1, 3, 8, 224, 224)" in out
+    assert get_flops_main()([str(config)]) == 0
+    assert "Input shape: (1, 3, 8, 224, 224)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model = dict(type='Recognizer3D')\n", "no key 'data'"),
+    ("x = undefined_name\n", "NameError"),
+])
+def test_get_flops_names_a_config_it_cannot_build(tmp_path, capsys, text, message):
+    config = tmp_path / "broken.py"
+    config.write_text(text)
+    assert get_flops_main()([str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {config}") and message in err and len(err.splitlines()) == 1
+
+
+def test_get_flops_sts_flag_is_for_backbone_names(capsys):
+    config = REPO / "Spatiotemporal_Finetuning/configs/recognition/x3d/x3d_s_13x6_STS_k400_video.py"
+    assert get_flops_main()([str(config), "--sts"]) == 2
+    assert "--sts is for a backbone name" in capsys.readouterr().err
