@@ -3,8 +3,8 @@
 The depthwise stencil convs (:mod:`sts3d.models.stencil`) and the dense STS conv's tap sum
 (:mod:`sts3d.models.sts`) are a small C++ extension, compiled with the system C++ compiler through
 ``torch.utils.cpp_extension`` (``ninja`` from PyPI) the first time they are needed, and cached under
-``~/.cache/torch_extensions``, one build per machine kind and checkout: about 20 s on 2 cores (the kernels include ATen's headers only and the binding
-pybind11's; all of ``torch/extension.h`` made it 98 s). Where that fails, or with ``STS3D_NO_EXTENSION=1``,
+``~/.cache/torch_extensions``, one build per machine kind and checkout (:func:`build_name`): about 20 s on 2 cores
+(the kernels include ATen's headers only and the binding pybind11's; all of ``torch/extension.h`` made it 98 s). Where that fails, or with ``STS3D_NO_EXTENSION=1``,
 :func:`available` is false and the callers use their pure-PyTorch forms (one warning says why): everything runs,
 slower.
 """
@@ -36,10 +36,12 @@ def _cpu_tag() -> str:
     return hashlib.sha1("\n".join(stable).encode()).hexdigest()[:8]
 
 
-def _checkout_tag() -> str:
-    """Where these sources are, hashed: the cached build's ``build.ninja`` names its sources by absolute path, so two
-    checkouts sharing one build folder would rebuild it in turn, each time the other had used it."""
-    return hashlib.sha1(str(_SOURCES[0].parent).encode()).hexdigest()[:6]
+def build_name(csrc: Path = _SOURCES[0].parent) -> str:
+    """The extension's name, which is also its build folder's: ``sts3d_native_<cpu>_<checkout>``. Keyed by the CPU
+    (see :func:`_cpu_tag`) and by the resolved sources folder ``csrc``, hashed: the cached ``build.ninja`` names its
+    sources by absolute path, so two checkouts sharing one folder would rebuild it in turn (20-45 s each time)."""
+    checkout = hashlib.sha1(str(Path(csrc).resolve()).encode()).hexdigest()[:6]
+    return f"sts3d_native_{_cpu_tag()}_{checkout}"
 
 
 def cpu_name() -> str:
@@ -80,9 +82,10 @@ def _build():
     if os.environ.get("STS3D_NO_EXTENSION", "") not in ("", "0"):
         return None
     try:
-        name = f"sts3d_native_{_cpu_tag()}_{_checkout_tag()}"
+        name = build_name()
         if not (Path(_cpp_extension()._get_build_directory(name, verbose=False)) / f"{name}.so").exists():
-            print("sts3d: compiling the CPU kernels (once per machine and checkout, about 20 s)", file=sys.stderr, flush=True)
+            print("sts3d: compiling the CPU kernels (once per machine and checkout, about 20 s)", file=sys.stderr,
+                  flush=True)
         return compile_kernels(name, _SOURCES)
     except Exception as error:  # no compiler, no ninja, a read-only cache...: the pure-PyTorch forms still work
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
