@@ -117,41 +117,42 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_options(cfg: dict, options: Iterable[str]) -> dict:
-    """Merge ``--cfg-options`` pairs (``a.b.c=value``) into ``cfg``; the later of two equal keys wins."""
+def apply_options(cfg: dict, options: Iterable[str], flag: str = "--cfg-options") -> dict:
+    """Merge ``flag``'s pairs (``a.b.c=value``) into ``cfg``; the later of two equal keys wins."""
     cfg = copy.deepcopy(cfg)
     for option in options:
         key, sep, text = option.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--cfg-options: expected key=value, got {option!r}")
+            raise ConfigError(f"{flag}: expected key=value, got {option!r}")
+        where = f"{flag} {option!r}"
         *parents, leaf = key.split(".")
         node = cfg
         for i, part in enumerate(parents):
             if isinstance(node, list):
-                node = _list_item(node, part, option)
+                node = _list_item(node, part, where)
                 continue
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             elif not isinstance(child, (dict, list)):
-                raise ConfigError(f"--cfg-options {option!r}: {'.'.join(parents[:i + 1])} is not a dict")
+                raise ConfigError(f"{where}: {'.'.join(parents[:i + 1])} is not a dict")
             node = child
         if isinstance(node, list):
-            node[_list_index(node, leaf, option)] = parse_value(text)
+            node[_list_index(node, leaf, where)] = parse_value(text)
         else:
             node[leaf] = parse_value(text)
     return cfg
 
 
-def _list_index(items: list, part: str, option: str) -> int:
+def _list_index(items: list, part: str, where: str) -> int:
     """A list element named by its position (``data.train.pipeline.1.clip_len=8``, as mmcv allows)."""
     if not part.lstrip("-").isdigit() or not -len(items) <= int(part) < len(items):
-        raise ConfigError(f"--cfg-options {option!r}: {part!r} is not an index of a list of {len(items)}")
+        raise ConfigError(f"{where}: {part!r} is not an index of a list of {len(items)}")
     return int(part)
 
 
-def _list_item(items: list, part: str, option: str) -> Any:
-    return items[_list_index(items, part, option)]
+def _list_item(items: list, part: str, where: str) -> Any:
+    return items[_list_index(items, part, where)]
 
 
 def dump_config(cfg: dict, path: Union[str, Path]) -> Path:

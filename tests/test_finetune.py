@@ -101,6 +101,37 @@ def test_multi_view_test_prints_the_table_and_writes_scores(x3d_run, tmp_path, c
     np.testing.assert_array_equal(raw.argmax(1), scores.argmax(1))
 
 
+def test_eval_options_and_eval_config_choose_the_metrics(x3d_run, tmp_path, capsys):
+    """test.py's --eval-options (and its old name --options) over the config's eval_config, as mmaction read them."""
+    cfg, work, _ = x3d_run
+    checkpoint = str(work / "epoch_1.pth")
+    out = tmp_path / "result.json"
+    assert run_test_tool([str(cfg), checkpoint, "--eval", "top_k_accuracy", "--out", str(out), "--eval-options",
+                          "metric_options.top_k_accuracy.topk=(1,3)"]) == 0
+    header, _, values = capsys.readouterr().out.splitlines()[-3:]
+    assert [title.strip() for title in header.split("|")] == ["top-1", "top-3"]
+    scores = np.array(json.loads(out.read_text()))
+    labels = [int(line.split()[-1]) for line in open(load_config(cfg).data.test.ann_file).read().splitlines()]
+    top3 = np.mean([label in np.argsort(-row)[:3] for row, label in zip(scores, labels)])
+    assert values.split()[-1] == f"{100 * top3:.2f}"
+    # a config's eval_config is the default; --options is taken with mmaction's deprecation warning
+    with_eval_config = tmp_path / "with_eval_config.py"
+    with_eval_config.write_text(f"_base_ = [{str(cfg)!r}]\neval_config = dict(metrics=['mean_class_accuracy'])\n")
+    with pytest.warns(FutureWarning, match="top-level topk"):
+        assert run_test_tool([str(with_eval_config), checkpoint, "--options", "topk=2", "metrics=top_k_accuracy"]) == 0
+    captured = capsys.readouterr()
+    assert "--options is deprecated" in captured.err
+    assert [title.strip() for title in captured.out.splitlines()[-3].split("|")] == ["top-2"]
+    assert run_test_tool([str(with_eval_config), checkpoint]) == 0
+    assert capsys.readouterr().out.splitlines()[-3].strip() == "mean class accuracy"
+    # a misspelt setting is one line before any video is read; the two names together are refused
+    assert run_test_tool([str(cfg), checkpoint, "--eval-options", "metric_options.top_k_accuracy.k=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --eval-options: metric_options.top_k_accuracy has no setting 'k'"
+    with pytest.raises(SystemExit):
+        run_test_tool([str(cfg), checkpoint, "--options", "topk=2", "--eval-options", "topk=3"])
+
+
 def test_segment_model_trains_and_tests(videos, tmp_path):
     """ir-CSN-50 in the SSv2 form: 4 one-frame segments folded into time, no flip."""
     cfg = tiny_config(tmp_path / "csn_tiny.py", CSN_SSV2, videos, segments=True)

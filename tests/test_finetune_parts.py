@@ -12,6 +12,7 @@ from torch import nn
 from sts3d.config import ConfigError, load_config
 from sts3d.data.pipeline import PipelineError, build_dataset, clip_settings, num_segments, unknown_data_keys
 from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
+from sts3d.engine.video_test import METRICS, evaluate_scores, evaluation_settings, format_table
 from sts3d.engine.precise_bn import update_bn_stats
 from sts3d.engine.schedule import CosineWarmup
 from sts3d.engine.distributed import DistContext
@@ -163,8 +164,39 @@ def test_top_k_and_mean_class_accuracy():
     scores = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]])
     labels = [1, 1, 2, 2]
     assert top_k_accuracy(scores, labels, (1, 2, 5)) == [0.5, 0.75, 1.0]  # k above the classes: every video
-    assert mean_class_accuracy(scores, labels) == pytest.approx((1 / 2 + 1 / 2) / 2)
+    # mmaction's mean over the confusion matrix's rows: class 0 is predicted (video 2) but never the label, so it
+    # counts as a class with recall 0
+    assert mean_class_accuracy(scores, labels) == pytest.approx((0 + 1 / 2 + 1 / 2) / 3)
     assert mean_class_accuracy(scores, [1, 0, 2, 2]) == pytest.approx((1 + 1 + 0.5) / 3)
+    # a class neither predicted nor a label does not count; the first of equal scores is the prediction
+    assert mean_class_accuracy(np.array([[0.5, 0.5, 0.0], [0.2, 0.1, 0.7]]), [1, 2]) == pytest.approx(1 / 3)
+
+
+def test_evaluation_settings_read_mmaction_eval_options():
+    assert evaluation_settings({}) == (METRICS, (1, 5))
+    assert evaluation_settings({"metrics": "mean_class_accuracy"}) == (("mean_class_accuracy",), (1, 5))
+    options = {"metric_options": {"top_k_accuracy": {"topk": (1, 3)}}}
+    assert evaluation_settings(options) == (METRICS, (1, 3))
+    assert evaluation_settings({"metric_options": {"top_k_accuracy": {"topk": 2}}})[1] == (2,)
+    with pytest.warns(FutureWarning, match="top-level topk is deprecated"):
+        assert evaluation_settings({"topk": [1, 4]})[1] == (1, 4)
+    for bad, message in (({"metrics": ["top1"]}, "unknown metric 'top1'"),
+                         ({"metric_option": {}}, "unknown evaluation setting 'metric_option'"),
+                         ({"metric_options": {"top_k_accuracy": {"k": 3}}}, "has no setting 'k'"),
+                         ({"metric_options": {"top_k_accuracy": {"topk": (0, 5)}}}, "topk must be"),
+                         ({"metric_options": {"top_k_accuracy": {"topk": "1,5"}}}, "topk must be")):
+        with pytest.raises(ValueError, match=message):
+            evaluation_settings(bad, "--eval-options")
+
+
+def test_evaluate_scores_names_each_k_in_the_order_asked():
+    scores = [[0.1, 0.7, 0.2], None, [0.2, 0.3, 0.5], [0.6, 0.3, 0.1]]
+    results = evaluate_scores(scores, [1, 0, 2, 2], ("mean_class_accuracy", "top_k_accuracy"), (2, 1))
+    assert list(results) == ["mean_class_accuracy", "top2_acc", "top1_acc", "num_videos"]
+    assert results["top2_acc"] == pytest.approx(2 / 3) and results["num_videos"] == 3
+    table = format_table(results).splitlines()
+    assert [title.strip() for title in table[0].split("|")] == ["mean class accuracy", "top-2", "top-1"]
+    assert table[2].split() == ["50.00", "|", "66.67", "|", "66.67"]
 
 
 def test_precise_bn_averages_batch_statistics():

@@ -22,7 +22,10 @@ def label_rank(scores: np.ndarray, labels: Sequence[int]) -> np.ndarray:
 
 
 def mean_class_accuracy(scores: np.ndarray, labels: Sequence[int]) -> float:
-    """Top-1 accuracy of each class that occurs in ``labels``, averaged over those classes."""
+    """Recall of the top-1 prediction (the first of equal highest scores) for each class that is a label or a
+    prediction, averaged over those classes. A class that is predicted but never the label counts as 0: mmaction
+    averaged the rows of a confusion matrix over the union of both sets, so its reported figures include those."""
     labels = np.asarray(labels)
-    hits = label_rank(scores, labels) == 0
-    return float(np.mean([np.mean(hits[labels == c]) for c in np.unique(labels)]))
+    predicted = np.argmax(np.asarray(scores), axis=1)
+    return float(np.mean([np.mean(predicted[labels == c] == c) if np.any(labels == c) else 0.0
+                          for c in np.union1d(labels, predicted)]))

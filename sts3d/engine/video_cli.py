@@ -13,12 +13,12 @@ import warnings
 from typing import Callable, Optional
 
 from ..checkpoint import CheckpointError
-from ..config import ConfigError, load_config
+from ..config import ConfigError, apply_options, load_config, merge
 from ..data.pipeline import PipelineError
 from ..data.video import AnnotationError
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .logs import setup_logging
-from .video_test import METRICS, TestOptions, run_test
+from .video_test import METRICS, TestOptions, evaluation_settings, run_test
 from .video_train import TrainOptions, TrainingError, train
 
 # input errors: one line on stderr and exit status 2, no traceback
@@ -58,7 +58,12 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("config", help="config file (.py)")
     parser.add_argument("checkpoint", help="checkpoint file")
     parser.add_argument("--out", help="write per-video scores (dataset order) here: .json, .pkl or .yaml")
-    parser.add_argument("--eval", nargs="+", choices=METRICS, default=list(METRICS), help="metrics to report")
+    parser.add_argument("--eval", nargs="+", choices=METRICS, default=None,
+                        help="metrics to report (default: the config's eval_config.metrics, else both)")
+    parser.add_argument("--eval-options", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="evaluation settings over the config's eval_config, as mmaction's: "
+                             "metric_options.top_k_accuracy.topk='(1,3,5)'")
+    parser.add_argument("--options", nargs="+", default=None, help=argparse.SUPPRESS)  # mmaction's old name
     parser.add_argument("--average-clips", choices=["prob", "score"], default=None,
                         help="average softmax probabilities or raw scores over views (default: the config's)")
     parser.add_argument("--fuse-conv-bn", action="store_true", help="fold BN into convs (slightly faster)")
@@ -120,10 +125,20 @@ def train_main(argv: Optional[list[str]] = None) -> int:
 
 
 def test_main(argv: Optional[list[str]] = None) -> int:
-    args = test_parser().parse_args(argv)
+    parser = test_parser()
+    args = parser.parse_args(argv)
+    if args.options is not None:
+        if args.eval_options is not None:
+            parser.error("--options and --eval-options cannot both be given (--options is the old name)")
+        print("warning: --options is deprecated in favor of --eval-options", file=sys.stderr)
+        args.eval_options = args.options
 
     def job(ctx: DistContext) -> None:
         cfg = load_config(args.config, args.cfg_options)
-        run_test(cfg, TestOptions(args.checkpoint, args.eval, args.out, args.average_clips, args.fuse_conv_bn), ctx)
+        eval_config = merge(dict(cfg.get("eval_config") or {}), {"metrics": args.eval} if args.eval else {})
+        eval_config = apply_options(eval_config, args.eval_options or (), "--eval-options")
+        metrics, topk = evaluation_settings(eval_config, "--eval-options" if args.eval_options else "eval_config")
+        run_test(cfg, TestOptions(args.checkpoint, metrics, args.out, args.average_clips, args.fuse_conv_bn, topk),
+                 ctx)
 
     return _run(job, args)

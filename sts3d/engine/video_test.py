@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +93,44 @@ def predict(model: Recognizer3D, dataset: VideoDataset, ctx: DistContext, max_vi
     return _gather_in_order(local, len(dataset))
 
 
+def evaluation_settings(eval_config: Mapping[str, Any], source: str = "eval_config") -> tuple[tuple[str, ...],
+                                                                                          tuple[int, ...]]:
+    """``(metrics, topk)`` from an mmaction-style evaluation dict (``eval_config``, ``--eval-options``): ``metrics``
+    (a name or a list), ``metric_options=dict(top_k_accuracy=dict(topk=(1, 5)))``, and a top-level ``topk``, which
+    mmaction took with a deprecation warning. Anything else is an error naming ``source``."""
+    eval_config = dict(eval_config)
+    metrics = eval_config.pop("metrics", METRICS)
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    for metric in metrics:
+        if metric not in METRICS:
+            raise ValueError(f"{source}: unknown metric {metric!r}; supported: {', '.join(METRICS)}")
+    options = {name: dict(value or {}) for name, value in dict(eval_config.pop("metric_options", None) or {}).items()}
+    if "topk" in eval_config:
+        warnings.warn(f"{source}: a top-level topk is deprecated (as in mmaction); use "
+                      "metric_options.top_k_accuracy.topk", FutureWarning)
+        options.setdefault("top_k_accuracy", {})["topk"] = eval_config.pop("topk")
+    if eval_config:
+        raise ValueError(f"{source}: unknown evaluation setting {sorted(eval_config)[0]!r}; supported: metrics, "
+                         "metric_options, topk")
+    for name, settings in options.items():
+        allowed = {"top_k_accuracy": {"topk"}}.get(name)
+        if allowed is None and name not in METRICS:
+            raise ValueError(f"{source}: metric_options for unknown metric {name!r}")
+        unknown = set(settings) - (allowed or set())
+        if unknown:
+            raise ValueError(f"{source}: metric_options.{name} has no setting {sorted(unknown)[0]!r}")
+    topk = options.get("top_k_accuracy", {}).get("topk", (1, 5))
+    topk = (topk,) if isinstance(topk, int) else topk
+    if not isinstance(topk, (tuple, list)) or not topk or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in topk):
+        raise ValueError(f"{source}: topk must be a positive int or a tuple of them, got {topk!r}")
+    return metrics, tuple(topk)
+
+
 def evaluate_scores(scores: Sequence[Optional[Sequence[float]]], labels: Sequence[int],
-                    metrics: Sequence[str] = METRICS) -> dict[str, float]:
-    """``top1_acc`` / ``top5_acc`` / ``mean_class_accuracy`` (fractions) over the videos that have scores."""
+                    metrics: Sequence[str] = METRICS, topk: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """``top<k>_acc`` for each of ``topk`` and ``mean_class_accuracy`` (fractions) over the videos that have
+    scores, in the order of ``metrics``, as mmaction named them."""
     kept = [i for i, s in enumerate(scores) if s is not None]
     if not kept:
         raise RuntimeError("no video of the test set could be decoded")
@@ -103,7 +139,7 @@ def evaluate_scores(scores: Sequence[Optional[Sequence[float]]], labels: Sequenc
     results: dict[str, float] = {}
     for metric in metrics:
         if metric == "top_k_accuracy":
-            results["top1_acc"], results["top5_acc"] = top_k_accuracy(matrix, truth, (1, 5))
+            results.update({f"top{k}_acc": acc for k, acc in zip(topk, top_k_accuracy(matrix, truth, topk))})
         elif metric == "mean_class_accuracy":
             results["mean_class_accuracy"] = mean_class_accuracy(matrix, truth)
         else:
@@ -112,9 +148,14 @@ def evaluate_scores(scores: Sequence[Optional[Sequence[float]]], labels: Sequenc
     return results
 
 
+def metric_columns(results: Mapping[str, float]) -> list[tuple[str, str]]:
+    """``(title, key)`` of each metric in ``results``, in order: ``top-1``, ``top-5``, ..., ``mean class accuracy``."""
+    return [(f"top-{key[3:-4]}" if key != "mean_class_accuracy" else "mean class accuracy", key)
+            for key in results if re.fullmatch(r"top\d+_acc", key) or key == "mean_class_accuracy"]
+
+
 def format_table(results: Mapping[str, float]) -> str:
-    columns = [("top-1", "top1_acc"), ("top-5", "top5_acc"), ("mean class accuracy", "mean_class_accuracy")]
-    columns = [(title, key) for title, key in columns if key in results]
+    columns = metric_columns(results)
     widths = [max(len(title), 6) for title, _ in columns]
     header = " | ".join(title.rjust(width) for (title, _), width in zip(columns, widths))
     values = " | ".join(f"{100 * results[key]:.2f}".rjust(width) for (_, key), width in zip(columns, widths))
@@ -141,6 +182,7 @@ class TestOptions:
     out: Optional[str] = None
     average_clips: Optional[str] = None
     fuse_conv_bn: bool = False
+    topk: Sequence[int] = (1, 5)
 
 
 OUT_FORMATS = {".json": "json", ".pkl": "pickle", ".pickle": "pickle", ".yaml": "yaml", ".yml": "yaml"}
@@ -191,7 +233,7 @@ def run_test(cfg: Mapping[str, Any], opts: TestOptions, ctx: DistContext) -> dic
     scores = predict(model, dataset, ctx, test_cfg.get("max_testing_views"), average, workers)
     labels = [r.label for r in dataset.records]
     missing = [str(dataset.records[i].path) for i, s in enumerate(scores) if s is None]
-    results = evaluate_scores(scores, labels, opts.metrics)
+    results = evaluate_scores(scores, labels, opts.metrics, opts.topk)
     if ctx.primary:
         if missing:
             warnings.warn(f"{len(missing)} undecodable videos left out of the metrics (null in --out): "
