@@ -87,3 +87,71 @@ def test_unreadable_videos_are_skipped_with_a_warning(videos):
     with pytest.warns(RuntimeWarning, match="corrupt.mp4"):
         views, label, skipped = test[2]
     assert views.numel() == 0 and label == 1 and skipped == 1
+
+
+# --- the pipeline lists read as mmaction2 0.20 runs them, step after step ---------------------------------------------
+
+from sts3d.data.pipeline import PipelineError, clip_settings  # noqa: E402
+
+_SAMPLE = dict(type="SampleFrames", clip_len=2)
+_TEST_SAMPLE = dict(_SAMPLE, test_mode=True)
+_SHORT = dict(type="Resize", scale=(-1, 40))
+_RRC = dict(type="RandomResizedCrop")
+_FIXED = dict(type="Resize", scale=(32, 32), keep_ratio=False)
+_NORM = dict(type="Normalize", mean=list(MEAN), std=list(STD), to_bgr=False)
+
+
+def test_a_pipeline_without_a_short_side_resize_crops_the_decoded_frames(videos):
+    # mmaction's CenterCrop / ThreeCrop / RandomResizedCrop work on whatever frames reach them: without a Resize step
+    # the decoded frames are cropped as they are (here 48x64), never resized to a default short side first.
+    settings, test_mode = clip_settings([_TEST_SAMPLE, dict(type="CenterCrop", crop_size=32)])
+    assert test_mode and settings.short_side is None
+    records = read_annotations(videos / "train.txt", videos / "videos")
+    views, _, _ = VideoDataset(records, settings, test_mode=True)[0]
+    reader = open_video(records[0].path)
+    frames = read_frames(reader, sample_frame_indices(len(reader), 2, 1, 1, test_mode=True))
+    crop = frames[:, 8:40, 16:48]  # CenterCrop's box on 48x64: left (64 - 32) // 2, top (48 - 32) // 2
+    expected = (torch.from_numpy(crop).permute(3, 0, 1, 2).float() - torch.tensor(MEAN).view(3, 1, 1, 1)) \
+        / torch.tensor(STD).view(3, 1, 1, 1)
+    torch.testing.assert_close(views[0], expected, rtol=0, atol=0)
+
+
+def test_resize_takes_minus_one_on_either_side():
+    # mmaction's Resize: a keep-ratio scale whose smaller entry is -1 becomes (inf, the other), so (S, -1) and
+    # (-1, S) both resize the short side to S (mmcv's rescale_size)
+    for scale in ((-1, 40), (40, -1)):
+        settings, _ = clip_settings([_TEST_SAMPLE, dict(type="Resize", scale=scale), dict(type="CenterCrop",
+                                                                                           crop_size=32)])
+        assert settings.short_side == 40
+
+
+@pytest.mark.parametrize("pipeline, message", [
+    # RandomResizedCrop's crop keeps its own size when no fixed-size Resize follows it
+    ([_SAMPLE, _SHORT, _RRC], "fixed-size Resize"),
+    # the train path never applies CenterCrop / ThreeCrop
+    ([_SAMPLE, _SHORT, _RRC, _FIXED, dict(type="CenterCrop", crop_size=32)], "CenterCrop"),
+    # mmaction's test_mode changes SampleFrames only: a random crop or flip would still be random
+    ([_TEST_SAMPLE, _SHORT, _RRC, _FIXED], "RandomResizedCrop"),
+    ([_TEST_SAMPLE, _SHORT, dict(type="CenterCrop", crop_size=32), dict(type="Flip", flip_ratio=0.5)], "Flip"),
+    # without a crop mmaction's test views are the whole resized frames
+    ([_TEST_SAMPLE, _SHORT], "CenterCrop or ThreeCrop"),
+    # mmaction applies the steps in list order: these orders (or a step twice) give other pixels than ours
+    ([_TEST_SAMPLE, dict(type="CenterCrop", crop_size=32), _SHORT], "before"),
+    ([_SAMPLE, _SHORT, _RRC, dict(type="Flip", flip_ratio=0.5), _FIXED], "before"),
+    ([_SAMPLE, _NORM, _SHORT, _RRC, _FIXED], "before"),
+    ([_TEST_SAMPLE, dict(type="Resize", scale=(-1, 64)), _SHORT, dict(type="CenterCrop", crop_size=32)], "second"),
+    ([_TEST_SAMPLE, _SHORT, dict(type="CenterCrop", crop_size=32), dict(type="ThreeCrop", crop_size=32)], "second"),
+])
+def test_pipelines_read_otherwise_than_mmaction_runs_them_are_refused(pipeline, message):
+    with pytest.raises(PipelineError, match=message):
+        clip_settings(pipeline)
+
+
+def test_the_seeds_pipeline_forms_are_read():
+    train, test_mode = clip_settings([dict(type="DecordInit"), _SAMPLE, dict(type="DecordDecode"), _SHORT, _RRC,
+                                      _FIXED, dict(type="Flip", flip_ratio=0.5), _NORM,
+                                      dict(type="FormatShape", input_format="NCTHW"), dict(type="Collect"),
+                                      dict(type="ToTensor")])
+    assert not test_mode and (train.short_side, train.crop_size, train.flip) == (40, 32, True)
+    test, test_mode = clip_settings([_TEST_SAMPLE, _SHORT, dict(type="ThreeCrop", crop_size=40), _NORM])
+    assert test_mode and (test.short_side, test.crop_size, test.test_crop) == (40, 40, "three")

@@ -79,17 +79,55 @@ def _check_normalize(step: Mapping[str, Any], where: str) -> None:
         raise PipelineError(f"{where}: only the seed's RGB normalisation (mean {MEAN}, std {STD}) is supported")
 
 
+# mmaction runs the steps in list order; the loader here runs them in this one order (a step given twice, or out of
+# it, would give other pixels than the list says, so it is refused). The ranks that matter: the short-side Resize
+# before the crop, the fixed-size Resize after it, Flip after every resize, Normalize after every geometric step.
+_ORDER = {"SampleFrames": 0, "short-side Resize": 1, "crop": 2, "fixed-size Resize": 3, "Flip": 4, "Normalize": 5,
+          "FormatShape": 6}
+
+
+def _short_side(scale: Any, where: str) -> int:
+    """The short side of a keep-ratio ``Resize``: mmaction turns a scale whose smaller entry is -1 into ``(inf,
+    larger)``, and mmcv's ``rescale_size`` then scales the short side to the finite entry; so ``(-1, S)``, ``(S,
+    -1)``, ``(inf, S)`` and ``(S, inf)`` all mean short side ``S``."""
+    if isinstance(scale, (tuple, list)) and len(scale) == 2:
+        unbounded = [s for s in scale if s == -1 or s == float("inf")]
+        bounded = [s for s in scale if not (s == -1 or s == float("inf"))]
+        if len(unbounded) == 1 and bounded[0] > 0:
+            return int(bounded[0])
+    raise PipelineError(f"{where}: keep-ratio resizing takes scale=(-1, short_side), got {scale}")
+
+
 def clip_settings(pipeline: Sequence[Mapping[str, Any]], where: str = "pipeline") -> tuple[ClipSettings, bool]:
-    """``(settings, test_mode)`` of a seed pipeline list; ``test_mode`` is ``SampleFrames``'s."""
-    fields: dict[str, Any] = {"flip": False}
+    """``(settings, test_mode)`` of a seed pipeline list; ``test_mode`` is ``SampleFrames``'s. Without a short-side
+    ``Resize`` the crop takes the decoded frames as they are (``short_side=None``), as in mmaction."""
+    fields: dict[str, Any] = {"flip": False, "short_side": None}
     test_mode = None
-    cropped = False
+    seen: dict[int, str] = {}  # rank -> the step that took it
+    latest = (-1, "")
+    crop = None
     for number, step in enumerate(pipeline):
         kind = step.get("type")
         here = f"{where}[{number}] {kind}"
         _check_keys(step, kind, here)
         if kind == "FormatShape" and step.get("input_format", "NCTHW") != "NCTHW":
             raise PipelineError(f"{here}: only input_format='NCTHW' is supported")
+        if kind == "Resize":
+            stage = "short-side Resize" if step.get("keep_ratio", True) else "fixed-size Resize"
+        elif kind in ("RandomResizedCrop", "CenterCrop", "ThreeCrop"):
+            stage = "crop"
+        else:
+            stage = kind if kind in _ORDER else None
+        if stage is not None:
+            rank = _ORDER[stage]
+            if rank in seen:
+                raise PipelineError(f"{here}: a second {stage} step (the first is {seen[rank]}); mmaction would apply "
+                                    f"both")
+            if rank < latest[0]:
+                raise PipelineError(f"{here}: must come before {latest[1]} (mmaction applies the steps in list order; "
+                                    f"this order is not supported)")
+            seen[rank] = here
+            latest = (rank, here)
         if kind in _PASSIVE:
             continue
         if kind == "SampleFrames":
@@ -101,19 +139,18 @@ def clip_settings(pipeline: Sequence[Mapping[str, Any]], where: str = "pipeline"
         elif kind == "Resize":
             scale = tuple(step["scale"])
             if step.get("keep_ratio", True):
-                if len(scale) != 2 or scale[0] not in (-1, float("inf")):
-                    raise PipelineError(f"{here}: keep-ratio resizing takes scale=(-1, short_side), got {scale}")
-                fields["short_side"] = int(scale[1])
-            elif cropped and scale[0] == scale[1]:
+                fields["short_side"] = _short_side(scale, here)
+            elif crop == "RandomResizedCrop" and len(scale) == 2 and scale[0] == scale[1]:
                 fields["crop_size"] = int(scale[0])
             else:
                 raise PipelineError(f"{here}: a fixed-size resize is supported only after RandomResizedCrop, "
                                     f"to a square")
         elif kind == "RandomResizedCrop":
-            cropped = True
+            crop = kind
             fields["area_range"] = tuple(step.get("area_range", (0.08, 1.0)))
             fields["aspect_ratio_range"] = tuple(step.get("aspect_ratio_range", (3 / 4, 4 / 3)))
         elif kind in ("CenterCrop", "ThreeCrop"):
+            crop = kind
             fields.update(crop_size=_square(step["crop_size"], here),
                           test_crop="center" if kind == "CenterCrop" else "three")
         elif kind == "Flip":
@@ -127,8 +164,23 @@ def clip_settings(pipeline: Sequence[Mapping[str, Any]], where: str = "pipeline"
             raise PipelineError(f"{here}: unsupported pipeline step")
     if test_mode is None:
         raise PipelineError(f"{where}: no SampleFrames step")
-    if not test_mode and not cropped:
-        raise PipelineError(f"{where}: a training pipeline needs RandomResizedCrop")
+    # mmaction's test_mode changes SampleFrames only; the loader's test path takes fixed crops and no flip, its
+    # training path a random-resized crop resized to a square, so each pipeline must say exactly that
+    if test_mode:
+        if crop not in ("CenterCrop", "ThreeCrop"):
+            raise PipelineError(f"{where}: a test pipeline (SampleFrames test_mode=True) needs CenterCrop or ThreeCrop"
+                                + (f", not {crop} (mmaction's would still be random)" if crop else ""))
+        if fields["flip"]:
+            raise PipelineError(f"{where}: a test pipeline cannot have a random Flip (mmaction's would still be "
+                                f"random); use flip_ratio=0 or leave it out")
+    else:
+        if crop is None:
+            raise PipelineError(f"{where}: a training pipeline needs RandomResizedCrop")
+        if crop != "RandomResizedCrop":
+            raise PipelineError(f"{where}: a training pipeline takes RandomResizedCrop, not {crop}")
+        if _ORDER["fixed-size Resize"] not in seen:
+            raise PipelineError(f"{where}: RandomResizedCrop needs a fixed-size Resize after it (scale=(S, S), "
+                                f"keep_ratio=False); without one mmaction's crops keep their own sizes")
     return ClipSettings(**fields), test_mode
 
 

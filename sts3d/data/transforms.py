@@ -7,6 +7,7 @@ and resize once (:func:`source_box`, :func:`resized_crops`): the same box, a qua
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -14,8 +15,11 @@ import numpy as np
 Box = tuple[int, int, int, int]
 
 
-def short_side_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """``(h, w)`` after resizing the short side to ``short_side`` with the aspect ratio kept."""
+def short_side_size(height: int, width: int, short_side: Optional[int]) -> tuple[int, int]:
+    """``(h, w)`` after resizing the short side to ``short_side`` with the aspect ratio kept (mmcv's
+    ``rescale_size``); ``None`` (a pipeline without that Resize) keeps the size."""
+    if short_side is None:
+        return height, width
     scale = short_side / min(height, width)
     return int(height * scale + 0.5), int(width * scale + 0.5)
 

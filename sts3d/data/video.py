@@ -387,12 +387,12 @@ class TrainClipWriter:
 @dataclass
 class ClipSettings:
     """What a sample is: ``num_clips`` clips of ``clip_len`` frames ``frame_interval`` apart, resized to a short
-    side of ``short_side``, then (train) a random-resized crop resized to ``crop_size`` and an optional flip, or
-    (test) ``'three'`` or ``'center'`` crops of ``crop_size``."""
+    side of ``short_side`` (``None``: as decoded), then (train) a random-resized crop resized to ``crop_size`` and an
+    optional flip, or (test) ``'three'`` or ``'center'`` crops of ``crop_size``."""
     clip_len: int
     frame_interval: int = 1
     num_clips: int = 1
-    short_side: int = 256
+    short_side: Optional[int] = 256
     crop_size: int = 224
     flip: bool = True
     test_crop: str = "center"
