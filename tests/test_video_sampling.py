@@ -66,3 +66,39 @@ def test_resize_is_opencv_bilinear_on_uint8():
     assert out.shape == (2, 15, 20, 3) and out.dtype == np.uint8
     import cv2
     assert np.array_equal(out[1], cv2.resize(frames[1], (20, 15), interpolation=cv2.INTER_LINEAR))
+
+
+# The four branches of mmaction2 0.20's SampleFrames._get_train_clips (keep_tail_frames=False), in their order, and
+# _get_test_clips on a video shorter than a clip; indices loop modulo the frame count (out_of_bound_opt='loop').
+
+def test_train_clips_one_random_start_per_equal_segment():
+    # avg = (N - span + 1) // K > 0: clip k starts at k * avg + randint(avg) (SSv2: one frame per segment)
+    rng = np.random.default_rng(3)
+    starts = np.stack([sample_frame_indices(100, 1, 1, 8, rng=rng) for _ in range(400)])
+    assert (starts // 12 == np.arange(8)).all()  # avg = 100 // 8 = 12; the last 4 frames are never drawn
+    assert set(np.unique(starts % 12)) == set(range(12))
+
+
+def test_train_clips_sorted_random_starts_when_segments_are_empty():
+    # avg == 0 but N > max(K, span): K sorted starts drawn from [0, N - span]
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        starts = sample_frame_indices(75, 8, 8, 20, rng=rng).reshape(20, 8)[:, 0]
+        assert (np.diff(starts) >= 0).all() and starts.min() >= 0 and starts.max() <= 75 - 64
+
+
+def test_train_clips_rounded_even_spread_on_a_video_shorter_than_its_segments():
+    # avg == 0 and N <= max(K, span): starts np.around(k * (N - span + 1) / K), round half to even (2.5 -> 2)
+    assert sample_frame_indices(5, 1, 1, 8, rng=np.random.default_rng(0)).tolist() == [0, 1, 1, 2, 2, 3, 4, 4]
+
+
+def test_clips_of_a_video_shorter_than_a_clip_start_at_zero_and_loop():
+    # avg < 0 (train) and N <= span - 1 (test): every clip starts at 0; frames past the end wrap around
+    expected = [i % 40 for i in range(0, 64, 2)]
+    assert sample_frame_indices(40, 32, 2, 1, rng=np.random.default_rng(0)).tolist() == expected
+    assert sample_frame_indices(40, 32, 2, 3, test_mode=True).tolist() == expected * 3
+
+
+def test_test_segments_take_the_middle_frame_of_each():
+    # SSv2 test: avg = N / K, start int(avg * k + avg / 2)
+    assert sample_frame_indices(50, 1, 1, 8, test_mode=True).tolist() == [3, 9, 15, 21, 28, 34, 40, 46]
