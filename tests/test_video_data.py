@@ -147,6 +147,16 @@ def test_pipelines_read_otherwise_than_mmaction_runs_them_are_refused(pipeline, 
         clip_settings(pipeline)
 
 
+@pytest.mark.parametrize("init, decode", [("PyAVInit", "PyAVDecode"), ("OpenCVInit", "OpenCVDecode")])
+def test_decoding_steps_other_than_decords_are_refused(init, decode):
+    # mmaction's PyAVInit / OpenCVInit count a video's frames from the container's metadata (total_frames, which
+    # SampleFrames spreads its clips over) and PyAVDecode / OpenCVDecode fall back to other frames past the last
+    # decodable one; the loader here numbers frames as decord does, so these steps would give other clips
+    pipeline = [dict(type=init), _TEST_SAMPLE, dict(type=decode), _SHORT, dict(type="CenterCrop", crop_size=32)]
+    with pytest.raises(PipelineError, match=f"{init}: .*DecordInit"):
+        clip_settings(pipeline)
+
+
 def test_the_seeds_pipeline_forms_are_read():
     train, test_mode = clip_settings([dict(type="DecordInit"), _SAMPLE, dict(type="DecordDecode"), _SHORT, _RRC,
                                       _FIXED, dict(type="Flip", flip_ratio=0.5), _NORM,
@@ -155,3 +165,12 @@ def test_the_seeds_pipeline_forms_are_read():
     assert not test_mode and (train.short_side, train.crop_size, train.flip) == (40, 32, True)
     test, test_mode = clip_settings([_TEST_SAMPLE, _SHORT, dict(type="ThreeCrop", crop_size=40), _NORM])
     assert test_mode and (test.short_side, test.crop_size, test.test_crop) == (40, 40, "three")
+
+
+def test_decord_decode_only_in_its_accurate_mode():
+    # DecordDecode(mode='efficient') (mmaction 0.2x) seeks to keyframes only: other frames than the loader's
+    with pytest.raises(PipelineError, match="only mode='accurate'"):
+        clip_settings([_TEST_SAMPLE, dict(type="DecordDecode", mode="efficient"), _SHORT,
+                       dict(type="CenterCrop", crop_size=32)])
+    clip_settings([dict(type="DecordInit", num_threads=4), _TEST_SAMPLE, dict(type="DecordDecode", mode="accurate"),
+                   _SHORT, dict(type="CenterCrop", crop_size=32)])

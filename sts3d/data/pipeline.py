@@ -5,8 +5,8 @@ Configs keep the seed's pipeline lists so that a user of the original reads them
 one place that interprets them. Each step the seed used maps onto a field: ``SampleFrames`` -> clip length,
 interval and clips; ``Resize`` with ``scale=(-1, S)`` -> short side ``S``; ``RandomResizedCrop`` -> area and
 aspect ranges; ``Resize`` with ``keep_ratio=False`` after it -> output size; ``Flip`` -> flip; ``CenterCrop`` /
-``ThreeCrop`` -> test views. Decoding, formatting and collecting steps are accepted as they are; anything else
-is an error naming the step, so a pipeline is never silently read differently from what it says.
+``ThreeCrop`` -> test views. Decord's decoding steps, formatting and collecting are accepted as they are;
+anything else is an error naming the step, so a pipeline is never silently read differently from what it says.
 """
 from __future__ import annotations
 
@@ -15,8 +15,11 @@ from typing import Any, Mapping, Optional, Sequence
 from .video import DECODERS, MEAN, STD, ClipSettings, VideoDataset, read_annotations
 
 # steps whose work this project's loader always does the same way (decode online, NCTHW float tensors)
-_PASSIVE = {"DecordInit", "DecordDecode", "PyAVInit", "PyAVDecode", "OpenCVInit", "OpenCVDecode", "FormatShape",
-            "Collect", "ToTensor"}
+_PASSIVE = {"DecordInit", "DecordDecode", "FormatShape", "Collect", "ToTensor"}
+# mmaction's other decoders count a video's frames their own way (PyAVInit: the container's frame count;
+# OpenCVInit: OpenCV's) and fall back to other frames past the last decodable one, so SampleFrames would spread the
+# clips differently from decord's numbering, which every decoder here follows
+_OTHER_DECODERS = {"PyAVInit", "PyAVDecode", "OpenCVInit", "OpenCVDecode", "PIMSInit", "PIMSDecode"}
 
 
 # mmaction 0.20's arguments of each step this module reads: the ones it implements, and the ones it accepts only at
@@ -31,8 +34,10 @@ _STEP_KEYS: dict[str, set[str]] = {
     "Flip": {"flip_ratio"},
     "Normalize": {"mean", "std", "to_bgr"},
     "FormatShape": {"input_format"},
+    "DecordDecode": set(),
 }
 _DEFAULT_ONLY: dict[str, dict[str, tuple]] = {
+    "DecordDecode": {"mode": ("accurate",)},  # 'efficient' seeks to keyframes only
     "SampleFrames": {"temporal_jitter": (False,), "twice_sample": (False,), "start_index": (None, 0),
                      "keep_tail_frames": (False,)},
     "Resize": {"interpolation": ("bilinear",), "lazy": (False,)},
@@ -130,6 +135,9 @@ def clip_settings(pipeline: Sequence[Mapping[str, Any]], where: str = "pipeline"
             latest = (rank, here)
         if kind in _PASSIVE:
             continue
+        if kind in _OTHER_DECODERS:
+            raise PipelineError(f"{here}: mmaction's {kind} numbers frames otherwise than decord; use DecordInit / "
+                                f"DecordDecode (data.decoder chooses the decoder, with decord's frames)")
         if kind == "SampleFrames":
             fields.update(clip_len=int(step["clip_len"]), frame_interval=int(step.get("frame_interval", 1)),
                           num_clips=int(step.get("num_clips", 1)))
