@@ -174,3 +174,14 @@ def test_decord_decode_only_in_its_accurate_mode():
                        dict(type="CenterCrop", crop_size=32)])
     clip_settings([dict(type="DecordInit", num_threads=4), _TEST_SAMPLE, dict(type="DecordDecode", mode="accurate"),
                    _SHORT, dict(type="CenterCrop", crop_size=32)])
+
+
+@pytest.mark.parametrize("step", [dict(type="Normalize", mean=list(MEAN)), dict(type="FormatShape"),
+                                  dict(type="CenterCrop"), dict(type="Resize")])
+def test_a_missing_required_argument_is_named(step):
+    # mmaction's Normalize(mean, std), FormatShape(input_format), CenterCrop(crop_size), Resize(scale) and
+    # SampleFrames(clip_len) have no defaults: without one the step's constructor raised a TypeError
+    with pytest.raises(PipelineError, match="missing argument"):
+        clip_settings([_TEST_SAMPLE, step])
+    with pytest.raises(PipelineError, match="SampleFrames: missing argument 'clip_len'"):
+        clip_settings([dict(type="SampleFrames", test_mode=True), dict(type="CenterCrop", crop_size=32)])

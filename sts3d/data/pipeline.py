@@ -50,11 +50,20 @@ _DEFAULT_ONLY: dict[str, dict[str, tuple]] = {
 }
 
 
+# arguments without a default in mmaction's constructors (leaving one out was a TypeError there)
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "SampleFrames": ("clip_len",), "Resize": ("scale",), "CenterCrop": ("crop_size",), "ThreeCrop": ("crop_size",),
+    "Normalize": ("mean", "std"), "FormatShape": ("input_format",)}
+
+
 class PipelineError(ValueError):
     """A pipeline step this project cannot honour; the message names the split and the step."""
 
 
 def _check_keys(step: Mapping[str, Any], kind: str, where: str) -> None:
+    for key in _REQUIRED.get(kind, ()):
+        if key not in step:
+            raise PipelineError(f"{where}: missing argument {key!r}")
     if kind not in _STEP_KEYS:
         return
     defaults = _DEFAULT_ONLY.get(kind, {})
