@@ -354,3 +354,22 @@ def test_uint8_to_tensor_keeps_the_pixels():
     for out in (torch.empty((2, 3, 2, 5, 6), dtype=torch.uint8),
                 torch.empty((2, 2, 3, 5, 6), dtype=torch.uint8).transpose(1, 2)):
         assert torch.equal(to_tensor(frames, 2, out), expected)
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_train_clips_without_a_short_side_resize_crop_the_decoded_frames(video, decoder):
+    """A training pipeline without ``Resize(scale=(-1, S))`` (``short_side=None``): mmaction's RandomResizedCrop
+    draws its box on the decoded 64x96 frames, then the fixed-size Resize; both train paths give exactly that."""
+    record = VideoRecord(video, 0, "x:1")
+    for fused in (True, False):
+        settings = ClipSettings(clip_len=8, frame_interval=2, short_side=None, crop_size=32, fused_train_resize=fused)
+        for seed in range(3):
+            clip = VideoDataset([record], settings, decoder=decoder).load(record, np.random.default_rng(seed))
+            rng = np.random.default_rng(seed)
+            frames = decord_frames(video, sample_frame_indices(90, 8, 2, 1, rng=rng))
+            x1, y1, x2, y2 = random_resized_crop_box((64, 96), rng)
+            crops = np.stack([cv2.resize(f[y1:y2, x1:x2], (32, 32), interpolation=cv2.INTER_LINEAR) for f in frames])
+            if rng.random() < 0.5:
+                crops = crops[:, :, ::-1]
+            expected = (torch.from_numpy(crops.copy()).float() - torch.tensor(MEAN)) / torch.tensor(STD)
+            torch.testing.assert_close(clip[0], expected.permute(3, 0, 1, 2), rtol=0, atol=0)
