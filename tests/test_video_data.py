@@ -185,3 +185,14 @@ def test_a_missing_required_argument_is_named(step):
         clip_settings([_TEST_SAMPLE, step])
     with pytest.raises(PipelineError, match="SampleFrames: missing argument 'clip_len'"):
         clip_settings([dict(type="SampleFrames", test_mode=True), dict(type="CenterCrop", crop_size=32)])
+
+
+def test_a_three_crop_that_does_not_fit_stops_rather_than_skipping_every_video(videos):
+    # mmaction's ThreeCrop asserts that a side of the frame equals the crop: a config error stops the run at the first
+    # video; it is not an unreadable video to be skipped (which would leave no video scored)
+    records = read_annotations(videos / "train.txt", videos / "videos")
+    test = VideoDataset(records, ClipSettings(clip_len=2, short_side=40, crop_size=32, test_crop="three"),
+                        test_mode=True)
+    with pytest.raises(ValueError, match="ThreeCrop needs a frame side equal to the crop size 32"):
+        test[0]
+    assert test.skipped == []

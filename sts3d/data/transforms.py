@@ -15,6 +15,10 @@ import numpy as np
 Box = tuple[int, int, int, int]
 
 
+class CropSizeError(ValueError):
+    """A crop the frames cannot give (mmaction's assertion): a setting to fix, not a video to skip."""
+
+
 def short_side_size(height: int, width: int, short_side: Optional[int]) -> tuple[int, int]:
     """``(h, w)`` after resizing the short side to ``short_side`` with the aspect ratio kept (mmcv's
     ``rescale_size``); ``None`` (a pipeline without that Resize) keeps the size."""
@@ -77,7 +81,7 @@ def three_crop_boxes(img_shape: tuple[int, int], crop_size: int) -> list[Box]:
     that order (the seed's ``ThreeCrop``). One side of the frame must equal ``crop_size``."""
     h, w = img_shape
     if crop_size not in (h, w):
-        raise ValueError(f"ThreeCrop needs a frame side equal to the crop size {crop_size}, got {h}x{w}; "
+        raise CropSizeError(f"ThreeCrop needs a frame side equal to the crop size {crop_size}, got {h}x{w}; "
                          f"resize the short side to {crop_size} first")
     if h == crop_size:
         step = (w - crop_size) // 2

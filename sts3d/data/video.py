@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from .mp4 import SampleTable, read_sample_table
 from .sampling import sample_frame_indices
-from .transforms import (center_crop_box, crop_frames, random_resized_crop_box, resize_frames,
+from .transforms import (CropSizeError, center_crop_box, crop_frames, random_resized_crop_box, resize_frames,
                          short_side_size, source_box, three_crop_boxes)
 
 logger = logging.getLogger(__name__)
@@ -439,6 +439,8 @@ class VideoDataset(Dataset):
             record = self.records[index]
             try:
                 return self.load(record, rng), record.label, skipped
+            except CropSizeError:  # the pipeline's settings, not the video: stop, as mmaction's assertion did
+                raise
             except Exception as error:  # decoders raise many kinds: any unreadable video is skipped
                 self._skip(record, error)
                 skipped += 1
