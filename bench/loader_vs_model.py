@@ -68,7 +68,8 @@ def model_speed(cfg, device: str, batch: int, steps: int) -> tuple[float, tuple[
     precision = Precision.from_config(cfg, ctx.device)
     step_model, channels_last = prepare_model(model, cfg, ctx, precision)
     trainer = Trainer(cfg, ctx, model, step_model, build_optimizer(cfg, model), None, precision,
-                      precision.scaler(ctx.device), 40.0, None, channels_last)
+                      precision.scaler(ctx.device), {"max_norm": 40.0, "norm_type": 2.0}, None,
+                      channels_last)
     clip_len = next(s for s in cfg.data.train.pipeline if s["type"] == "SampleFrames")["clip_len"]
     shape = (3, clip_len, 224, 224)
     clips = trainer.to_device(torch.randn(batch, 1, *shape))

@@ -52,7 +52,8 @@ def build_trainer(name: str, switch: str | None, device: str, with_cp: bool = Fa
     precision = Precision.from_config(cfg, ctx.device)
     step_model, channels_last = prepare_model(model, cfg, ctx, precision)
     optimizer = build_optimizer(cfg, model)
-    return Trainer(cfg, ctx, model, step_model, optimizer, None, precision, precision.scaler(ctx.device), 40.0, None,
+    return Trainer(cfg, ctx, model, step_model, optimizer, None, precision, precision.scaler(ctx.device),
+                   {"max_norm": 40.0, "norm_type": 2.0}, None,
                    channels_last)
 
 

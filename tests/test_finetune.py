@@ -63,10 +63,19 @@ def test_training_writes_the_seed_checkpoints_logs_and_config(x3d_run):
     assert checkpoint["meta"]["epoch"] == 1 and checkpoint["meta"]["iter"] == 6  # 12 videos, batch 2
     assert all(k.startswith(("backbone.", "cls_head.")) for k in checkpoint["state_dict"])
     assert "optimizer" in checkpoint
-    rows = [json.loads(line) for line in next(work.glob("*.log.json")).read_text().splitlines()]
+    meta, *rows = [json.loads(line) for line in next(work.glob("*.log.json")).read_text().splitlines()]
+    # mmcv's TextLoggerHook: the meta line first (no epoch), then train rows and a val row with what mmaction's
+    # analyze_logs.py reads (every row with an epoch has iter and mode; train rows have time, loss_cls, ...)
+    assert meta["seed"] == 0 and meta["config_name"] == "x3d_tiny.py" and "epoch" not in meta
     assert {r["mode"] for r in rows} == {"train", "val"}
+    assert all({"epoch", "iter", "lr"} <= set(r) for r in rows)
     val = [r for r in rows if r["mode"] == "val"][0]
     assert set(val) >= {"top1_acc", "top5_acc", "mean_class_accuracy"} and 0 <= val["top1_acc"] <= 1
+    assert val["iter"] == 4 and rows[-1] is val  # 8 val videos in batches of 2; the epoch's last row
+    train_rows = [r for r in rows if r["mode"] == "train"]
+    assert [r["iter"] for r in train_rows] == [2, 4, 6]
+    assert all({"data_time", "time", "top1_acc", "top5_acc", "loss_cls", "loss", "grad_norm"} <= set(r)
+               for r in train_rows)
     assert any("precise_bn" in m and "only 6 batches" in m for m in caught)
     # the dumped config is the resolved one and reads back to the same model
     dumped = load_config(work / "x3d_tiny.py")
@@ -225,8 +234,8 @@ def test_two_process_training_and_testing(videos, tmp_path):
     assert json.loads((work / "best_top1_acc_epoch_1_test.json").read_text()) == last and len(last) == 8
     log_text = next(work.glob("*.log")).read_text()
     assert "test of epoch_1.pth: top-1" in log_text and "test of best_top1_acc_epoch_1.pth" in log_text
-    assert {json.loads(line)["mode"] for line in next(work.glob("*.log.json")).read_text().splitlines()} == {
-        "train", "val", "test"}
+    rows = [json.loads(line) for line in next(work.glob("*.log.json")).read_text().splitlines()[1:]]  # after meta
+    assert {row["mode"] for row in rows} == {"train", "val", "test"}
     dist_out, single_out = tmp_path / "dist.pkl", tmp_path / "single.json"
     test = run_tool(str(TOOLS / "dist_test.sh"), str(cfg), str(work / "epoch_1.pth"), "2", "--out",
                     str(dist_out), cwd=REPO, env={"PORT": str(free_port())})

@@ -17,6 +17,15 @@ HOOKS = ("TextLoggerHook", "TensorboardLoggerHook", "WandbLoggerHook")
 CURVES = "curves.png"
 
 
+def _rounded(value: Any) -> Any:
+    """mmcv's ``TextLoggerHook._round_float``: floats (also in lists) to 5 decimals, anything else as it is."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return round(value, 5) if isinstance(value, float) else value
+
+
 def timestamp() -> str:
     return time.strftime("%Y%m%d_%H%M%S", time.localtime())
 
@@ -64,12 +73,19 @@ class RunLog:
         init.setdefault("dir", str(self.work_dir))
         return wandb.init(config=dict(config), **init)
 
+    def write_meta(self, meta: Mapping[str, Any]) -> None:
+        """The json log's first line, as mmcv's TextLoggerHook began it: the run's ``meta`` (no ``epoch``, so
+        mmaction's ``analyze_logs.py`` skips it)."""
+        with open(self.json_path, "a") as file:
+            file.write(json.dumps(_rounded(dict(meta))) + "\n")
+
     def add(self, row: Mapping[str, Any]) -> None:
-        """Append a row (``mode`` 'train', 'val' or 'test', ``epoch``, ``iter``, metrics) to the json log and the curves."""
+        """Append a row (``mode`` 'train', 'val' or 'test', ``epoch``, ``iter``, metrics) to the json log and the
+        curves. The file holds floats rounded to 5 decimals, as mmcv wrote them; the curves use the exact values."""
         row = dict(row)
         self.rows.append(row)
         with open(self.json_path, "a") as file:
-            file.write(json.dumps(row) + "\n")
+            file.write(json.dumps(_rounded(row)) + "\n")
         step = int(row.get("global_iter", 0))
         scalars = {f"{row['mode']}/{k}": v for k, v in row.items()
                    if isinstance(v, (int, float)) and k not in ("epoch", "iter", "global_iter")}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ from .logs import format_duration, logger, progress_bar
 from .precise_bn import update_bn_stats
 from .run_log import RunLog, timestamp
 from .schedule import CosineWarmup
-from .video_test import TestOptions, evaluate_scores, predict, run_test
+from .video_test import TestOptions, evaluate_scores, evaluation_settings, predict, run_test
 
 LATEST = "latest.pth"
 
@@ -96,19 +97,32 @@ class Precision:
         return name
 
 
+def environment_info(ctx: DistContext) -> str:
+    """A short form of mmaction's ``collect_env`` text: Python, PyTorch, the device."""
+    lines = [f"sys.platform: {sys.platform}", f"Python: {sys.version.split()[0]}", f"PyTorch: {torch.__version__}"]
+    if ctx.device.type == "cuda":
+        lines += [f"GPU: {torch.cuda.get_device_name(ctx.device)}", f"CUDA: {torch.version.cuda}"]
+    return "\n".join(lines)
+
+
 def resolve_seed(seed: Optional[int], ctx: DistContext) -> int:
     """``seed``, or a random one drawn on the primary process and shared with the others."""
     if seed is not None:
         return seed
-    value = torch.tensor([random.SystemRandom().randrange(2 ** 31)], dtype=torch.int64)
+    # on the process's device: an NCCL group has no CPU collectives
+    value = torch.tensor([random.SystemRandom().randrange(2 ** 31)], dtype=torch.int64, device=ctx.device)
     if ctx.distributed:
         dist.broadcast(value, 0)
     return int(value.item())
 
 
 def build_optimizer(cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.SGD:
-    """The seed's ``optimizer=dict(type='SGD', lr, momentum, weight_decay, paramwise_cfg=...)``;
-    ``paramwise_cfg.norm_decay_mult`` / ``bias_decay_mult`` scale the decay of BN parameters and biases."""
+    """The seed's ``optimizer=dict(type='SGD', lr, momentum, weight_decay, paramwise_cfg=...)``, as mmcv's
+    ``DefaultOptimizerConstructor`` builds it: torch's defaults for unset keys (momentum 0, no decay, no
+    Nesterov), every parameter of the model (frozen ones too; SGD skips a parameter without a gradient), and
+    ``paramwise_cfg.norm_decay_mult`` for the weight and bias of BatchNorm, GroupNorm, LayerNorm and InstanceNorm
+    layers, ``bias_decay_mult`` for the bias of any other layer. mmcv gave each parameter its own group; here the
+    parameters are grouped by weight decay, which updates them the same way."""
     opt = dict(cfg["optimizer"])
     if opt.pop("type", "SGD") != "SGD":
         raise ValueError("optimizer.type must be 'SGD' (the seed's fine-tuning optimizer)")
@@ -124,29 +138,40 @@ def build_optimizer(cfg: Mapping[str, Any], model: nn.Module) -> torch.optim.SGD
                           "bias_decay_mult)")
     decay = float(opt.get("weight_decay", 0.0))
     norm_mult, bias_mult = paramwise.get("norm_decay_mult", 1.0), paramwise.get("bias_decay_mult", 1.0)
+    norm_types = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm,
+                  nn.LayerNorm)
     groups: dict[float, list[nn.Parameter]] = {}
+    seen: set[int] = set()
     for module in model.modules():
-        is_norm = isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm))
+        is_norm = isinstance(module, norm_types)
         for name, param in module.named_parameters(recurse=False):
-            if not param.requires_grad:
+            if id(param) in seen:
                 continue
-            mult = norm_mult if is_norm else bias_mult if name == "bias" else 1.0
+            seen.add(id(param))
+            # mmcv keeps a frozen parameter at the base decay; its multipliers apply to trained ones only
+            if not param.requires_grad or not paramwise:
+                mult = 1.0
+            else:
+                mult = norm_mult if is_norm else bias_mult if name == "bias" else 1.0
             groups.setdefault(decay * mult, []).append(param)
     param_groups = [{"params": params, "weight_decay": wd} for wd, params in groups.items()]
-    return torch.optim.SGD(param_groups, lr=float(opt.pop("lr")), momentum=float(opt.pop("momentum", 0.9)),
+    return torch.optim.SGD(param_groups, lr=float(opt.pop("lr")), momentum=float(opt.pop("momentum", 0.0)),
                            weight_decay=decay, nesterov=bool(opt.pop("nesterov", False)))
 
 
-def _grad_clip(cfg: Mapping[str, Any]) -> Optional[float]:
+def _grad_clip(cfg: Mapping[str, Any]) -> Optional[dict[str, float]]:
+    """``optimizer_config.grad_clip``: the keyword arguments of ``clip_grad_norm_`` (mmcv passed them on), or
+    ``None`` for no clipping."""
     unknown = sorted(set(cfg.get("optimizer_config") or {}) - {"grad_clip"})
     if unknown:
         raise ConfigError(f"optimizer_config: unknown key {unknown[0]!r} (known: grad_clip)")
     clip = (cfg.get("optimizer_config") or {}).get("grad_clip")
     if not clip:
         return None
-    if clip.get("norm_type", 2) != 2:
-        raise ValueError("optimizer_config.grad_clip.norm_type must be 2")
-    return float(clip["max_norm"])
+    unknown = sorted(set(clip) - {"max_norm", "norm_type"})
+    if unknown:
+        raise ConfigError(f"optimizer_config.grad_clip: unknown key {unknown[0]!r} (known: max_norm, norm_type)")
+    return {"max_norm": float(clip["max_norm"]), "norm_type": float(clip.get("norm_type", 2))}
 
 
 def positive_setting(cfg: Mapping[str, Any], key: str, default: Optional[int] = None) -> int:
@@ -189,6 +214,19 @@ def _flat_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.cross_entropy(logits.reshape(n * v, k).float(), labels.repeat_interleave(v))
 
 
+def _top_k_hits(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """Videos whose label is among the ``k`` best of the view-averaged logits, for each ``k`` (a ``k`` above the
+    number of classes counts every video, as mmaction's ``top_k_accuracy``)."""
+    scores = logits.detach().float().mean(1)
+    top = scores.topk(min(max(ks), scores.shape[1]), dim=1).indices
+    hit = top == labels[:, None]
+    return [int(hit[:, :k].any(1).sum()) for k in ks]
+
+
+# the training row of the json log: the sums over a log window (clip-weighted over all processes), in this order
+_WINDOW = ("loss", "top1", "top5", "clips", "grad_norm")
+
+
 @dataclass
 class Trainer:
     cfg: Mapping[str, Any]
@@ -199,7 +237,7 @@ class Trainer:
     schedule: CosineWarmup
     precision: Precision
     scaler: Optional[torch.amp.GradScaler]
-    max_norm: Optional[float]
+    grad_clip: Optional[dict[str, float]]  # clip_grad_norm_'s max_norm and norm_type
     loader: DataLoader
     channels_last: bool
 
@@ -210,8 +248,18 @@ class Trainer:
             clips = clips.flatten(0, 1).contiguous(memory_format=torch.channels_last_3d).unflatten(0, (n, v))
         return normalize_clips(clips)  # keeps the memory format
 
-    def step(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimisation step on device clips ``(N, V, C, T, H, W)``; returns the loss and logits ``(N, V, K)``."""
+    def _clip(self) -> Optional[torch.Tensor]:
+        # mmcv's OptimizerHook.clip_grads: the parameters that train and have a gradient
+        params = [p for p in self.model.parameters() if p.requires_grad and p.grad is not None]
+        if self.grad_clip is None or not params:
+            return None
+        return nn.utils.clip_grad_norm_(params, **self.grad_clip)
+
+    def step(self, clips: torch.Tensor, labels: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """One optimisation step on device clips ``(N, V, C, T, H, W)``; returns the loss, logits ``(N, V, K)`` and
+        the gradient norm before clipping (``None`` without ``grad_clip``), as mmcv's optimizer hooks do: zero the
+        gradients, backward, clip, step."""
         with torch.autocast(self.ctx.device.type, dtype=self.precision.dtype,
                             enabled=self.precision.dtype is not None):
             logits = self.step_model(clips)
@@ -219,54 +267,83 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
-            if self.max_norm is not None:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = self._clip()
             self.scaler.step(self.optimizer)
             # a static scale is set back to its value every step (mmcv's fp16 hook with a number)
             self.scaler.update(self.precision.loss_scale)
         else:
             loss.backward()
-            if self.max_norm is not None:
-                nn.utils.clip_grad_norm_(self.model.parameters(), self.max_norm)
+            grad_norm = self._clip()
             self.optimizer.step()
-        return loss, logits
+        return loss, logits, grad_norm
+
+    def _window_row(self, window: torch.Tensor, times: list[float], data_times: list[float]) -> dict[str, Any]:
+        """The json log's training fields over one log window, as mmcv's TextLoggerHook wrote them: ``lr`` of the
+        first group, ``memory`` (peak MB, the most of any process, CUDA only), ``data_time`` and ``time`` (seconds
+        per iteration on this process), mmaction's ``top1_acc``, ``top5_acc``, ``loss_cls`` and ``loss``
+        (averaged over processes and over the window's clips) and, with clipping, ``grad_norm``."""
+        ctx = self.ctx
+        all_reduce_sum(window)  # every process reaches this at the same iterations
+        loss, top1, top5, clips, grad_norm = window.tolist()
+        row: dict[str, Any] = {"lr": self.optimizer.param_groups[0]["lr"]}
+        if ctx.device.type == "cuda":
+            memory = torch.tensor([torch.cuda.max_memory_allocated(ctx.device) // (1024 * 1024)], device=ctx.device)
+            if ctx.distributed:
+                dist.all_reduce(memory, op=dist.ReduceOp.MAX)
+            row["memory"] = int(memory.item())
+        row.update({"data_time": sum(data_times) / len(data_times), "time": sum(times) / len(times),
+                    "top1_acc": top1 / clips, "top5_acc": top5 / clips, "loss_cls": loss / clips,
+                    "loss": loss / clips})
+        if self.grad_clip is not None:
+            row["grad_norm"] = grad_norm / clips
+        return row
 
     def train_epoch(self, epoch: int, iteration: int, log: Optional[RunLog], interval: int
                     ) -> tuple[dict[str, float], int]:
         """One pass (0-based ``epoch``); returns the mean loss, clips/s and skipped videos over all processes, and
-        the global iteration count after it."""
+        the global iteration count after it. Every ``interval`` iterations (and at the epoch's last) the json log
+        gets a training row."""
         self.step_model.train()
         ctx, n_iters = self.ctx, len(self.loader)
-        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, clips, skipped videos, top-1 hits
-        window = torch.zeros(3, dtype=torch.float64)  # the same over the current log interval
+        totals = torch.zeros(4, dtype=torch.float64, device=ctx.device)  # loss sum, clips, skipped, top-1 hits
+        window = torch.zeros(len(_WINDOW), dtype=torch.float64, device=ctx.device)  # see _WINDOW
+        times: list[float] = []
+        data_times: list[float] = []
         bar = progress_bar(len(self.loader.sampler) * ctx.world_size,
                            f"epoch {epoch + 1}/{self.schedule.total_epochs}", ctx.primary, unit="clip")
-        start = window_start = time.perf_counter()
+        start = window_start = tick = time.perf_counter()
         for step, (clips, labels, skipped) in enumerate(self.loader):
-            lr = self.schedule.apply(self.optimizer, iteration)
+            data_times.append(time.perf_counter() - tick)
+            lr = self.schedule.apply(self.optimizer, iteration, epoch)
             labels = labels.to(ctx.device, non_blocking=True)
-            loss, logits = self.step(self.to_device(clips), labels)
+            loss, logits, grad_norm = self.step(self.to_device(clips), labels)
             iteration += 1
             n = len(labels)
-            hits = (logits.detach().float().mean(1).argmax(1) == labels).sum().item()
+            top1, top5 = _top_k_hits(logits, labels)
             value = loss.item()
             if not math.isfinite(value):
                 raise TrainingError(f"epoch {epoch + 1}: the loss is {value} at iteration {step + 1}; stopping "
                                     "(latest.pth holds the previous epoch)")
-            batch = torch.tensor([value * n, n, int(skipped.sum()), hits], dtype=torch.float64)
-            totals += batch
-            window += batch[[0, 1, 3]]
+            norm = float(grad_norm) * n if grad_norm is not None else 0.0
+            window += torch.tensor([value * n, top1, top5, n, norm], dtype=torch.float64, device=ctx.device)
+            totals += torch.tensor([value * n, n, int(skipped.sum()), top1], dtype=torch.float64,
+                                   device=ctx.device)
             bar.update(n * ctx.world_size)
             bar.set_postfix(loss=f"{value:.4f}", lr=f"{lr:.2e}")
-            if log is not None and ((step + 1) % interval == 0 or step + 1 == n_iters):
-                now = time.perf_counter()
-                log.add({"mode": "train", "epoch": epoch + 1, "iter": step + 1, "global_iter": iteration,
-                         "epoch_float": epoch + (step + 1) / n_iters, "lr": lr,
-                         "loss": window[0].item() / window[1].item(), "top1_acc": window[2].item() / window[1].item(),
-                         "clips_per_s": window[1].item() * ctx.world_size / (now - window_start)})
+            now = time.perf_counter()
+            times.append(now - tick)
+            tick = now
+            if (step + 1) % interval == 0 or step + 1 == n_iters:
+                row = self._window_row(window, times, data_times)
+                if log is not None:
+                    clips_seen = window[_WINDOW.index("clips")].item()
+                    log.add({"mode": "train", "epoch": epoch + 1, "iter": step + 1, **row, "global_iter": iteration,
+                             "epoch_float": epoch + (step + 1) / n_iters,
+                             "clips_per_s": clips_seen / (now - window_start)})
                 window.zero_()
-                window_start = now
+                times, data_times = [], []
+                window_start = tick = time.perf_counter()
         bar.close()
         elapsed = time.perf_counter() - start
         all_reduce_sum(totals)
@@ -287,7 +364,8 @@ class Trainer:
 
 def _checkpoint(trainer: Trainer, cfg: Mapping[str, Any], epoch: int, iteration: int,
                 best: Optional[tuple[str, float, int]], seed: int) -> dict[str, Any]:
-    meta = {"epoch": epoch, "iter": iteration, "seed": seed, "config": to_plain(dict(cfg)),
+    meta = {"epoch": epoch, "iter": iteration, "seed": seed, "world_size": trainer.ctx.world_size,
+            "config": to_plain(dict(cfg)),
             "best": list(best) if best else None}
     state = {"meta": meta, "state_dict": trainer.model.state_dict(), "optimizer": trainer.optimizer.state_dict()}
     if trainer.scaler is not None:
@@ -305,8 +383,10 @@ def prepare_model(model: Recognizer3D, cfg: Mapping[str, Any], ctx: DistContext,
         keep_rgb_stems_float32(model)
     step_model: nn.Module = model
     if ctx.distributed:
+        # broadcast_buffers=False as mmaction's MMDistributedDataParallel: each process keeps its BN statistics
         step_model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
-                                             else None, find_unused_parameters=bool(cfg.get("find_unused_parameters")))
+                                             else None, broadcast_buffers=False,
+                                             find_unused_parameters=bool(cfg.get("find_unused_parameters")))
     mode = cfg.get("compile")
     if mode:
         # True: torch.compile's default mode; a mode by name, e.g. 'reduce-overhead' (CUDA graphs: each step replays
@@ -316,6 +396,172 @@ def prepare_model(model: Recognizer3D, cfg: Mapping[str, Any], ctx: DistContext,
             raise ValueError(f"compile must be True, False or one of {modes}, got {mode!r}")
         step_model = torch.compile(step_model, mode=None if mode is True else mode)
     return step_model, channels_last
+
+
+# mmcv's EvalHook / DistEvalHook arguments; the rest of ``evaluation`` went to the dataset's evaluate()
+_EVAL_HOOK_KEYS = {"interval", "start", "by_epoch", "save_best", "rule", "broadcast_bn_buffer", "tmpdir",
+                   "gpu_collect", "greater_keys", "less_keys"}
+# mmaction 0.20's EvalHook: the keys whose best is the greatest / the least when no rule is given
+_GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP@", "Recall@")
+_LESS_KEYS = ("loss",)
+
+
+def _infer_rule(key: str) -> str:
+    """mmcv's rule for a key without ``rule``: an exact match first, then a part of the key (case-blind)."""
+    lower, greater, less = key.lower(), [k.lower() for k in _GREATER_KEYS], [k.lower() for k in _LESS_KEYS]
+    for keys, rule in ((greater, "greater"), (less, "less")):
+        if lower in keys:
+            return rule
+    for keys, rule in ((greater, "greater"), (less, "less")):
+        if any(k in lower for k in keys):
+            return rule
+    raise ConfigError(f"evaluation.save_best={key!r}: cannot infer whether greater or less is better; set "
+                      "evaluation.rule")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """``evaluation = dict(interval, metrics, ...)`` as mmaction 0.20's EvalHook (mmcv's, with ``save_best='auto'``)
+    read it: evaluate after epoch ``e`` (1-based) when ``e % interval == 0``, or, with ``start``, when ``e >= start``
+    and ``(e - start) % interval == 0``; keep the best checkpoint by ``save_best`` (``'auto'``: the first result,
+    e.g. ``top1_acc``; ``None``: no best checkpoint) under ``rule`` (inferred from the key when unset)."""
+    interval: int = 1
+    start: Optional[int] = None
+    save_best: Optional[str] = "auto"
+    rule: Optional[str] = None
+    metrics: tuple[str, ...] = ("top_k_accuracy", "mean_class_accuracy")
+    topk: tuple[int, ...] = (1, 5)
+    broadcast_bn: bool = True  # DistEvalHook's broadcast_bn_buffer: rank 0's BN statistics to all before validating
+
+    @classmethod
+    def from_config(cls, evaluation: Optional[Mapping[str, Any]]) -> "EvalSettings":
+        evaluation = dict(evaluation or {})
+        hook = {k: evaluation.pop(k) for k in list(evaluation) if k in _EVAL_HOOK_KEYS}
+        metrics, topk = evaluation_settings(evaluation, "evaluation")
+        if not hook.pop("by_epoch", True):
+            raise ConfigError("evaluation.by_epoch=False is not supported (this trainer evaluates after epochs)")
+        for key in ("tmpdir", "gpu_collect"):  # how mmcv gathered the scores; the results are the same
+            hook.pop(key, None)
+        broadcast_bn = bool(hook.pop("broadcast_bn_buffer", True))
+        for key in ("greater_keys", "less_keys"):
+            if hook.get(key) is not None:
+                raise ConfigError(f"evaluation.{key} is not supported (mmaction's defaults are used)")
+            hook.pop(key, None)
+        start = hook.get("start")
+        if start is not None and (isinstance(start, bool) or not isinstance(start, int) or start < 0):
+            raise ConfigError(f"evaluation.start must be a whole number >= 0, got {start!r}")
+        rule = hook.get("rule")
+        if rule not in (None, "greater", "less"):
+            raise ConfigError(f"evaluation.rule must be 'greater', 'less' or None, got {rule!r}")
+        save_best = hook.get("save_best", "auto")
+        if save_best is not None and not isinstance(save_best, str):
+            raise ConfigError(f"evaluation.save_best must be a metric name, 'auto' or None, got {save_best!r}")
+        settings = cls(positive_setting({"evaluation": hook}, "evaluation.interval", 1), start, save_best, rule,
+                       metrics, topk, broadcast_bn)
+        if save_best not in (None, "auto"):
+            if save_best not in settings.result_keys():
+                raise ConfigError(f"evaluation.save_best={save_best!r} is not one of the results "
+                                  f"({', '.join(settings.result_keys())})")
+            if rule is None:
+                _infer_rule(save_best)
+        return settings
+
+    def result_keys(self) -> list[str]:
+        """The names of the results, in evaluate()'s order (the first is what ``save_best='auto'`` keeps)."""
+        keys = []
+        for metric in self.metrics:
+            keys += [f"top{k}_acc" for k in self.topk] if metric == "top_k_accuracy" else [metric]
+        return keys
+
+    def due(self, epoch: int) -> bool:
+        """Whether validation follows 1-based ``epoch`` (mmcv's ``_should_evaluate``)."""
+        if self.start is None:
+            return epoch % self.interval == 0
+        return epoch >= self.start and (epoch - self.start) % self.interval == 0
+
+    def best_key(self) -> Optional[tuple[str, str]]:
+        """``(key, rule)`` that ranks the best checkpoint, or ``None`` without ``save_best``."""
+        if self.save_best is None:
+            return None
+        key = self.result_keys()[0] if self.save_best == "auto" else self.save_best
+        return key, self.rule or _infer_rule(key)
+
+
+@dataclass(frozen=True)
+class CheckpointSettings:
+    """``checkpoint_config = dict(interval, max_keep_ckpts=-1, save_last=True)`` as mmcv's CheckpointHook read it:
+    ``epoch_<e>.pth`` when ``e % interval == 0`` or, with ``save_last``, at the last epoch; after each save, with
+    ``max_keep_ckpts > 0``, the files ``max_keep_ckpts * interval`` epochs back and further (every ``interval``
+    epochs, down to the first that is missing) are removed."""
+    interval: int = 1
+    max_keep_ckpts: int = -1
+    save_last: bool = True
+
+    @classmethod
+    def from_config(cls, checkpoint_config: Optional[Mapping[str, Any]]) -> "CheckpointSettings":
+        config = dict(checkpoint_config or {})
+        if config.get("type", "CheckpointHook") != "CheckpointHook":
+            raise ConfigError(f"checkpoint_config.type must be 'CheckpointHook', got {config['type']!r}")
+        config.pop("type", None)
+        for key, default in (("by_epoch", True), ("save_optimizer", True), ("out_dir", None)):
+            if key in config and config.pop(key) != default:
+                raise ConfigError(f"checkpoint_config.{key} is not supported (only {default!r})")
+        unknown = sorted(set(config) - {"interval", "max_keep_ckpts", "save_last"})
+        if unknown:
+            raise ConfigError(f"checkpoint_config: unknown key {unknown[0]!r} (known: interval, max_keep_ckpts, "
+                              "save_last)")
+        keep = config.get("max_keep_ckpts", -1)
+        if isinstance(keep, bool) or not isinstance(keep, int):
+            raise ConfigError(f"checkpoint_config.max_keep_ckpts must be a whole number, got {keep!r}")
+        return cls(positive_setting({"checkpoint_config": config}, "checkpoint_config.interval", 1), keep,
+                   bool(config.get("save_last", True)))
+
+    def saves(self, epoch: int, total_epochs: int) -> bool:
+        return epoch % self.interval == 0 or (self.save_last and epoch == total_epochs)
+
+    def redundant(self, epoch: int) -> range:
+        """The epochs whose files mmcv tried to remove after saving ``epoch``, newest first (it stopped at the first
+        missing file)."""
+        if self.max_keep_ckpts <= 0:
+            return range(0)
+        return range(epoch - self.max_keep_ckpts * self.interval, 0, -self.interval)
+
+
+def broadcast_bn_buffers(model: nn.Module, ctx: DistContext) -> None:
+    """Copy rank 0's BN running statistics to every process (mmcv's DistEvalHook before each validation: DDP
+    leaves each process its own)."""
+    if not ctx.distributed:
+        return
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
+            dist.broadcast(module.running_var, 0)
+            dist.broadcast(module.running_mean, 0)
+
+
+def val_log_iters(num_videos: int, data: Mapping[str, Any], ctx: DistContext) -> int:
+    """The ``iter`` of a validation row in mmcv's json log: the number of batches of rank 0's val loader
+    (``data.val_dataloader.videos_per_gpu`` or ``data.videos_per_gpu`` videos each, the set padded to a multiple of
+    the process count)."""
+    per_gpu = int((data.get("val_dataloader") or {}).get("videos_per_gpu", data.get("videos_per_gpu", 1)))
+    return math.ceil(math.ceil(num_videos / ctx.world_size) / per_gpu)
+
+
+def resume_position(meta: Mapping[str, Any], world_size: int) -> tuple[int, int]:
+    """The epoch and global iteration a resumed run continues from. As mmcv's ``resume``, an iteration count saved
+    by a run with another number of processes is scaled to this one's (``iter * saved / now``), so that the
+    per-iteration warm-up continues where it was."""
+    epoch, iteration = int(meta.get("epoch", 0)), int(meta.get("iter", 0))
+    saved_world = int(meta.get("world_size") or world_size)
+    if saved_world != world_size:
+        iteration = int(iteration * saved_world / world_size)
+    return epoch, iteration
+
+
+def check_workflow(cfg: Mapping[str, Any]) -> None:
+    """Only the seed's ``workflow = [('train', 1)]``: a val workflow (mmaction's val-loss epochs) is not done."""
+    workflow = cfg.get("workflow", [("train", 1)])
+    if [tuple(step) for step in workflow] != [("train", 1)]:
+        raise ConfigError(f"workflow must be [('train', 1)], got {workflow!r} (validation is --validate)")
 
 
 def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[str, Any]:
@@ -340,8 +586,14 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
     work_dir = work_dir_of(cfg, opts)
     total_epochs = positive_setting(cfg, "total_epochs")
     interval = positive_setting(cfg, "log_config.interval", 20)
-    ckpt_interval = positive_setting(cfg, "checkpoint_config.interval", 1)
-    eval_interval = positive_setting(cfg, "evaluation.interval", 1)
+    ckpt = CheckpointSettings.from_config(cfg.get("checkpoint_config"))
+    evaluation = EvalSettings.from_config(cfg.get("evaluation"))
+    check_workflow(cfg)
+    test_cfg = cfg["model"].get("test_cfg") or {}
+    # validation views averaged as the config's test_cfg says (mmaction's recognizer read it in validation too)
+    average = test_cfg.get("average_clips", "prob")
+    if opts.validate and average not in ("prob", "score"):
+        raise ConfigError(f"model.test_cfg.average_clips must be 'prob' or 'score' to validate, got {average!r}")
     precise = cfg.get("precise_bn")
     if precise:
         positive_setting(cfg, "precise_bn.interval", 1)
@@ -350,7 +602,9 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     elif ctx.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        # mmaction turned cuDNN's autotuner on only for cudnn_benchmark=True; here it is on unless the config says
+        # cudnn_benchmark=False (docs/deviations.md)
+        torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark", True))
 
     torch.manual_seed(seed)  # the same initial head in every process
     model = build_recognizer({**cfg["model"], "num_segments": num_segments(data["train"]["pipeline"])})
@@ -373,7 +627,7 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
         if trainer.scaler is not None and "amp_scaler" in resume:
             trainer.scaler.load_state_dict(resume["amp_scaler"])
         meta = resume.get("meta", {})
-        start_epoch, iteration = int(meta.get("epoch", 0)), int(meta.get("iter", 0))
+        start_epoch, iteration = resume_position(meta, ctx.world_size)
         best = tuple(meta["best"]) if meta.get("best") else None
 
     log: Optional[RunLog] = None
@@ -383,6 +637,9 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
         dump_config({**cfg, "seed": seed}, work_dir / f"{Path(cfg.get('filename', 'config')).stem}.py")
         log = RunLog(work_dir, (cfg.get("log_config") or {}).get("hooks", [dict(type="TextLoggerHook")]),
                      to_plain(dict(cfg)), stamp)
+        # mmaction's meta, the json log's first line
+        log.write_meta({"env_info": environment_info(ctx), "seed": seed,
+                        "config_name": Path(cfg.get("filename", "config")).name, "work_dir": work_dir.resolve().name})
         logger.info("%s: %.2fM params, %d classes; %d train videos%s; %d process(es) on %s, %d videos per process, "
                     "precision %s; epochs %d-%d of %d; seed %d; work dir %s",
                     Path(cfg.get("filename", "config")).name, sum(p.numel() for p in model.parameters()) / 1e6,
@@ -399,9 +656,40 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
         if start_epoch >= total_epochs:
             logger.warning("nothing to train: the run already has %d of total_epochs=%d epochs", start_epoch,
                            total_epochs)
-    metrics_names = (cfg.get("evaluation") or {}).get("metrics", ["top_k_accuracy", "mean_class_accuracy"])
     val_metrics: dict[str, float] = {}
     run_start = time.perf_counter()
+    best_key = evaluation.best_key()
+    labels = [r.label for r in val_set.records] if val_set is not None else []
+
+    def validate(done: int) -> None:
+        """Validate after 1-based epoch ``done``, log it, keep the best checkpoint (mmcv's EvalHook)."""
+        nonlocal best, val_metrics
+        if evaluation.broadcast_bn:
+            broadcast_bn_buffers(model, ctx)
+        scores = predict(model, val_set, ctx, test_cfg.get("max_testing_views"), average,
+                         int(data.get("workers_per_gpu", 2)), precision.dtype, f"val {done}")
+        val_metrics = evaluate_scores(scores, labels, evaluation.metrics, evaluation.topk)
+        # every process holds the gathered scores, so all agree on the best (--test-best tests it everywhere)
+        previous = best
+        if best_key is not None:
+            key, rule = best_key
+            score = val_metrics[key]
+            if best is None or (score > best[1] if rule == "greater" else score < best[1]):
+                best = (key, score, done)
+        if ctx.primary:
+            log.add({"mode": "val", "epoch": done, "iter": val_log_iters(len(val_set), data, ctx),
+                     "lr": optimizer.param_groups[0]["lr"], "global_iter": iteration,
+                     **{k: v for k, v in val_metrics.items() if k != "num_videos"}})
+            if best is not previous:
+                if previous is not None:
+                    (work_dir / best_file(previous[0], int(previous[2]))).unlink(missing_ok=True)
+                save_checkpoint(_checkpoint(trainer, cfg, done, iteration, best, seed),
+                                work_dir / best_file(best[0], done))
+
+    # mmcv's EvalHook with `start`: a run that begins at or after `start` first validates the weights it starts from
+    if val_set is not None and evaluation.start is not None and start_epoch >= evaluation.start \
+            and evaluation.due(start_epoch + 1):
+        validate(start_epoch + 1)
 
     for epoch in range(start_epoch, total_epochs):
         seed_epoch(seed, epoch, ctx.rank)
@@ -413,34 +701,25 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
             used = trainer.precise_bn(int(precise.get("num_iters", 200)))
             if ctx.primary:
                 logger.info("precise-BN: statistics averaged over %d batches", used)
-        if val_set is not None and done % eval_interval == 0:
-            scores = predict(model, val_set, ctx, None, "prob", int(data.get("workers_per_gpu", 2)),
-                             precision.dtype, f"val {done}")
-            val_metrics = evaluate_scores(scores, [r.label for r in val_set.records], metrics_names)
-            key = "top1_acc" if "top_k_accuracy" in metrics_names else "mean_class_accuracy"
-            # every process holds the gathered scores, so all agree on the best (--test-best tests it everywhere)
-            previous = best
-            if best is None or val_metrics[key] > best[1]:
-                best = (key, val_metrics[key], done)
-            if ctx.primary:
-                log.add({"mode": "val", "epoch": done, "global_iter": iteration,
-                         **{k: v for k, v in val_metrics.items() if k != "num_videos"}})
-                if best is not previous:
-                    if previous is not None:
-                        (work_dir / best_file(previous[0], int(previous[2]))).unlink(missing_ok=True)
-                    save_checkpoint(_checkpoint(trainer, cfg, done, iteration, best, seed),
-                                    work_dir / best_file(key, done))
+        validated = val_set is not None and evaluation.due(done)
+        if validated:
+            validate(done)
         if ctx.primary:
             state = _checkpoint(trainer, cfg, done, iteration, best, seed)
             save_checkpoint(state, work_dir / LATEST)
-            if done % ckpt_interval == 0 or done == total_epochs:
+            if ckpt.saves(done, total_epochs):
                 _link_atomic(work_dir / LATEST, work_dir / epoch_file(done))
+                for old in ckpt.redundant(done):  # mmcv's max_keep_ckpts
+                    path = work_dir / epoch_file(old)
+                    if not path.is_file():
+                        break
+                    path.unlink()
             remaining = (time.perf_counter() - run_start) / (done - start_epoch) * (total_epochs - done)
             message = (f"epoch {done}/{total_epochs}  loss {stats['loss']:.4f}  train top-1 "
                        f"{100 * stats['top1_acc']:.2f}  lr {optimizer.param_groups[0]['lr']:.3g}  "
                        f"{stats['clips_per_s']:.1f} clips/s  {format_duration(stats['seconds'])}  "
                        f"ETA {format_duration(remaining)}")
-            if val_set is not None and done % eval_interval == 0:
+            if validated:
                 message += (f"  | val top-1 {100 * val_metrics.get('top1_acc', float('nan')):.2f}  top-5 "
                             f"{100 * val_metrics.get('top5_acc', float('nan')):.2f}  mean class "
                             f"{100 * val_metrics.get('mean_class_accuracy', float('nan')):.2f}")
@@ -450,7 +729,7 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
     if ctx.distributed:  # the last checkpoints exist before any process goes on to test them
         dist.barrier()
     tests = {}
-    for checkpoint in checkpoints_to_test(opts, work_dir, total_epochs, best):
+    for checkpoint in checkpoints_to_test(opts, work_dir, total_epochs, best, ckpt):
         if ctx.primary:
             logger.info("testing %s", checkpoint)
         results = run_test(cfg, TestOptions(str(checkpoint), out=str(test_output(checkpoint))), ctx)
@@ -465,13 +744,18 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
     if log is not None:
         log.close()
     return {"work_dir": str(work_dir), "val": val_metrics, "best": best, "seed": seed,
-            "last_checkpoint": str(work_dir / epoch_file(total_epochs)), "tests": tests}
+            "last_checkpoint": str(work_dir / (epoch_file(total_epochs) if ckpt.saves(total_epochs, total_epochs)
+                                               else LATEST)), "tests": tests}
 
 
 def checkpoints_to_test(opts: TrainOptions, work_dir: Path, total_epochs: int,
-                        best: Optional[tuple[str, float, int]]) -> list[Path]:
-    """``--test-last``: the last epoch's checkpoint; ``--test-best``: the best validation checkpoint."""
-    checkpoints = [work_dir / epoch_file(total_epochs)] if opts.test_last else []
+                        best: Optional[tuple[str, float, int]],
+                        ckpt: Optional[CheckpointSettings] = None) -> list[Path]:
+    """``--test-last``: the last epoch's checkpoint (``latest.pth`` where ``save_last=False`` left no
+    ``epoch_<n>.pth``); ``--test-best``: the best validation checkpoint."""
+    ckpt = ckpt or CheckpointSettings()
+    last = epoch_file(total_epochs) if ckpt.saves(total_epochs, total_epochs) else LATEST
+    checkpoints = [work_dir / last] if opts.test_last else []
     if opts.test_best and best is not None:
         checkpoints.append(work_dir / best_file(best[0], int(best[2])))
     return checkpoints
