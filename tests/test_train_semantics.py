@@ -238,3 +238,14 @@ def test_training_rows_carry_the_text_logger_fields(tmp_path):
         assert {"epoch", "lr", "data_time", "time", "top1_acc", "top5_acc", "loss_cls", "loss", "grad_norm"} <= set(row)
         assert row["loss"] == row["loss_cls"] and row["top5_acc"] == 1.0  # 4 classes: top-5 counts every clip
         assert all(v == round(v, 5) for v in row.values() if isinstance(v, float))
+
+
+def test_curves_plot_the_metrics_the_evaluation_asked_for(tmp_path):
+    """evaluation.metrics=['mean_class_accuracy'] (no top-k rows) or a topk of (1, 3): the curves draw those."""
+    for name, val in (("mean", {"mean_class_accuracy": 0.5}), ("top3", {"top1_acc": 0.2, "top3_acc": 0.6})):
+        (tmp_path / name).mkdir()
+        log = RunLog(tmp_path / name, [dict(type="TextLoggerHook")], {})
+        log.add({"mode": "train", "epoch": 1, "iter": 1, "epoch_float": 1.0, "lr": 0.1, "loss": 1.0})
+        log.add({"mode": "val", "epoch": 1, "iter": 4, **val})
+        log.close()
+        assert (tmp_path / name / "curves.png").stat().st_size > 0

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from .logs import logger
+from .video_test import metric_columns
 
 HOOKS = ("TextLoggerHook", "TensorboardLoggerHook", "WandbLoggerHook")
 CURVES = "curves.png"
@@ -109,7 +110,8 @@ class RunLog:
         loss_axis.set(xlabel="epoch", ylabel="loss", title="training loss")
         lr_axis.plot([r["epoch_float"] for r in train], [r["lr"] for r in train], color="tab:orange")
         lr_axis.set(xlabel="epoch", ylabel="lr", title="learning rate")
-        for key, label in (("top1_acc", "top-1"), ("top5_acc", "top-5"), ("mean_class_accuracy", "mean class")):
+        # the metrics evaluation.metrics and its topk asked for
+        for label, key in metric_columns(val[-1] if val else {}):
             acc_axis.plot([r["epoch"] for r in val], [100 * r[key] for r in val], marker="o", label=label)
         acc_axis.set(xlabel="epoch", ylabel="%", title="validation (1 clip, centre crop)")
         if val:
