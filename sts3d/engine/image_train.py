@@ -127,11 +127,18 @@ def class_index(classes: Optional[list[str]]) -> Optional[dict[str, int]]:
     return {name: i for i, name in enumerate(classes)} if classes is not None else None
 
 
+# The seed's validation crop without --crop-pct. Its v3d models set ``default_cfg`` to the whole table of configs
+# (keyed by model name), so timm 0.5's resolve_data_config found no ``crop_pct`` there and fell back to
+# DEFAULT_CROP_PCT: resize 256, crop 224 (the model's pretrained_cfg here says 0.95, the training scripts' value).
+SEED_DEFAULT_CROP_PCT = 0.875
+
+
 def data_config(args: argparse.Namespace, model: nn.Module) -> dict[str, Any]:
-    """Input size, interpolation, mean/std and crop of ``model`` (its ``pretrained_cfg``), overridden by
-    ``--img-size``, ``--interpolation`` and ``--crop-pct``."""
-    return resolve_data_config(dict(img_size=args.img_size, interpolation=args.interpolation,
-                                    crop_pct=args.crop_pct), model=model)
+    """Input size, interpolation and mean/std of ``model`` (its ``pretrained_cfg``), overridden by ``--img-size``
+    and ``--interpolation``; the validation crop is ``--crop-pct``, else the seed's default 0.875."""
+    crop_pct = args.crop_pct if args.crop_pct is not None else SEED_DEFAULT_CROP_PCT
+    return resolve_data_config(dict(img_size=args.img_size, interpolation=args.interpolation, crop_pct=crop_pct),
+                               model=model)
 
 
 def eval_transform(cfg: Mapping[str, Any]) -> Callable:
@@ -546,7 +553,8 @@ def train(args: argparse.Namespace, ctx: DistContext) -> dict[str, float]:
 
 
 def evaluate(args: argparse.Namespace, ctx: DistContext) -> dict[str, float]:
-    """One validation pass of ``args.checkpoint``; the primary process prints ``top-1 ... top-5 ... loss ...``.
+    """One validation pass of ``args.checkpoint``; the primary process prints ``top-1 ... top-5 ... loss ...``, after
+    the seed's ``Accuracy of the network on the N test images: T%`` for ``train.py --eval``.
 
     ``--model`` and ``--num-classes`` default to the checkpoint's; the class folders map to labels through the
     class names stored in our checkpoints (sorted folder names otherwise).
@@ -572,6 +580,8 @@ def evaluate(args: argparse.Namespace, ctx: DistContext) -> dict[str, float]:
     loader = eval_loader(val_set, args.batch_size, args.workers, args.pin_mem, ctx)
     metrics = validate(model, loader, ctx, amp_dtype, args.channels_last)
     if ctx.primary:
+        if getattr(args, "eval", False):  # train.py --eval: first the line the seed's train.py printed
+            print(f"Accuracy of the network on the {metrics['count']} test images: {metrics['top1']:.1f}%")
         print(f"{name} on {val_set.source} ({metrics['count']} images): top-1 {metrics['top1']:.3f}  "
               f"top-5 {metrics['top5']:.3f}  loss {metrics['loss']:.4f}", flush=True)
     return metrics
