@@ -26,6 +26,62 @@ def recipe_args(*extra):
     return train_parser().parse_args(["data", "--model", "v3d_x3d_s_224", *RECIPE, *extra])
 
 
+# --------------------------------------------------------------------------------------------- Mixup
+
+def timm05_box(height, width, lam):
+    """timm 0.5's rand_bbox + lambda correction: the centre drawn row then column, side // 2 to either side."""
+    cut_h, cut_w = int(height * np.sqrt(1 - lam)), int(width * np.sqrt(1 - lam))
+    cy, cx = np.random.randint(0, height), np.random.randint(0, width)
+    top, bottom = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + cut_h // 2, 0, height)
+    left, right = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + cut_w // 2, 0, width)
+    # timm >= 0.9 would end the box at cy + (cut_h + 1) // 2 and cx + (cut_w + 1) // 2
+    differs = (min(cy + (cut_h + 1) // 2, height), min(cx + (cut_w + 1) // 2, width)) != (bottom, right)
+    return (top, bottom, left, right), 1 - (bottom - top) * (right - left) / (height * width), differs
+
+
+@pytest.mark.parametrize("mode", ["batch", "pair", "elem"])
+def test_cutmix_pastes_timm_05s_box_over_height_and_width(mode):
+    """The seed mixed with timm 0.5's (FastCollate)Mixup: a CutMix box of side // 2 around its centre on each side
+    (timm >= 0.9's box is one pixel longer for an odd side), over the last two axes of (N, 3, H, W) images, image i
+    paired with image N - 1 - i, targets lam * own + (1 - lam) * partner's."""
+    n, height, width = 4, 9, 11
+    args = argparse.Namespace(mixup=0.0, cutmix=1.0, mixup_prob=1.0, mixup_switch_prob=0.5, mixup_mode=mode,
+                              smoothing=0.0)
+    mixup = build_mixup(args, num_classes=n)
+    images = torch.arange(n * 3 * height * width, dtype=torch.float32).reshape(n, 3, height, width)
+    labels = torch.arange(n)
+    one_hot = torch.eye(n)
+    cases_that_differ = 0
+    for seed in range(12):
+        np.random.seed(seed)
+        mixed, target = mixup(images.clone(), labels)
+
+        np.random.seed(seed)  # the same draws, in timm 0.5's order
+        expected, lams = images.clone(), torch.ones(n)
+        if mode == "batch":
+            np.random.rand()  # whether to mix (prob 1)
+            (top, bottom, left, right), lam, differs = timm05_box(height, width, np.random.beta(1.0, 1.0))
+            expected[:, :, top:bottom, left:right] = images.flip(0)[:, :, top:bottom, left:right]
+            lams[:] = lam
+            cases_that_differ += differs
+        else:
+            count = n // 2 if mode == "pair" else n
+            lam_mix = np.random.beta(1.0, 1.0, size=count).astype(np.float32)
+            np.random.rand(count)  # whether to mix each (prob 1)
+            for i in range(count):
+                j = n - 1 - i
+                (top, bottom, left, right), lam, differs = timm05_box(height, width, float(lam_mix[i]))
+                expected[i, :, top:bottom, left:right] = images[j, :, top:bottom, left:right]
+                if mode == "pair":
+                    expected[j, :, top:bottom, left:right] = images[i, :, top:bottom, left:right]
+                    lams[j] = lam
+                lams[i] = lam
+                cases_that_differ += differs
+        assert torch.equal(mixed, expected), seed
+        torch.testing.assert_close(target, lams[:, None] * one_hot + (1 - lams[:, None]) * one_hot.flip(0))
+    assert cases_that_differ > 0  # the draws include boxes where timm >= 0.9 would paste another region
+
+
 # ------------------------------------------------------------------------------------ validation crop
 
 def test_validation_crop_defaults_to_0875_as_the_seed_resolved_it():

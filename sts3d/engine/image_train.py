@@ -190,12 +190,77 @@ def train_loader(dataset: ImageDataset, args: argparse.Namespace, ctx: DistConte
                       pin_memory=args.pin_mem and ctx.device.type == "cuda", drop_last=True)
 
 
+def seed_cutmix_box(height: int, width: int, lam: float) -> tuple[tuple[int, int, int, int], float]:
+    """A CutMix box as timm 0.5 drew it, and the mixing weight it implies: ``((top, bottom, left, right), lam)``.
+
+    The box has sides ``int(size * sqrt(1 - lam))`` around a centre drawn uniformly over the pixels (NumPy's global
+    generator: row, then column), reaching ``side // 2`` to either side, so an odd side loses one row or column
+    (timm >= 0.9 reaches ``(side + 1) // 2`` below and right of the centre); it is clipped to the image and ``lam``
+    becomes the share of the image left unpasted.
+    """
+    ratio = math.sqrt(1.0 - lam)
+    cut_h, cut_w = int(height * ratio), int(width * ratio)
+    centre_y = int(np.random.randint(0, height))
+    centre_x = int(np.random.randint(0, width))
+    top, bottom = max(centre_y - cut_h // 2, 0), min(centre_y + cut_h // 2, height)
+    left, right = max(centre_x - cut_w // 2, 0), min(centre_x + cut_w // 2, width)
+    return (top, bottom, left, right), 1.0 - (bottom - top) * (right - left) / float(height * width)
+
+
+class SeedMixup(Mixup):
+    """timm's ``Mixup`` (parameters, pairing with the reversed batch, targets) with timm 0.5's CutMix boxes
+    (:func:`seed_cutmix_box`) in all three modes. Images ``(N, C, H, W)``: boxes cover H and W."""
+
+    def _box(self, shape: torch.Size, lam: float) -> tuple[tuple[int, int, int, int], float]:
+        return seed_cutmix_box(shape[-2], shape[-1], lam)
+
+    def _mix_batch(self, x: torch.Tensor) -> float:
+        lam, use_cutmix = self._params_per_batch()
+        if lam == 1.0:
+            return 1.0
+        if use_cutmix:
+            (top, bottom, left, right), lam = self._box(x.shape, lam)
+            x[:, :, top:bottom, left:right] = x.flip(0)[:, :, top:bottom, left:right]
+        else:
+            partner = x.flip(0).mul_(1.0 - lam)
+            x.mul_(lam).add_(partner)
+        return lam
+
+    def _mix_each(self, x: torch.Tensor, pairs: bool) -> torch.Tensor:
+        """Per-image (``pairs=False``) or per-pair parameters; image ``i`` mixes with image ``N - 1 - i``."""
+        count = len(x) // 2 if pairs else len(x)
+        lams, use_cutmix = self._params_per_elem(count)
+        source = x.clone()
+        for i in range(count):
+            j = len(x) - 1 - i
+            if lams[i] == 1.0:
+                continue
+            if use_cutmix[i]:
+                (top, bottom, left, right), lams[i] = self._box(x.shape, lams[i])
+                x[i, :, top:bottom, left:right] = source[j, :, top:bottom, left:right]
+                if pairs:
+                    x[j, :, top:bottom, left:right] = source[i, :, top:bottom, left:right]
+            else:
+                x[i] = source[i] * lams[i] + source[j] * (1 - lams[i])
+                if pairs:
+                    x[j] = source[j] * lams[i] + source[i] * (1 - lams[i])
+        if pairs:
+            lams = np.concatenate((lams, lams[::-1]))
+        return torch.tensor(lams, device=x.device, dtype=x.dtype).unsqueeze(1)
+
+    def _mix_elem(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mix_each(x, pairs=False)
+
+    def _mix_pair(self, x: torch.Tensor) -> torch.Tensor:
+        return self._mix_each(x, pairs=True)
+
+
 def build_mixup(args: argparse.Namespace, num_classes: int) -> Optional[Mixup]:
     if args.mixup <= 0 and args.cutmix <= 0:
         return None
-    return Mixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob,
-                 switch_prob=args.mixup_switch_prob, mode=args.mixup_mode, label_smoothing=args.smoothing,
-                 num_classes=num_classes)
+    return SeedMixup(mixup_alpha=args.mixup, cutmix_alpha=args.cutmix, prob=args.mixup_prob,
+                     switch_prob=args.mixup_switch_prob, mode=args.mixup_mode, label_smoothing=args.smoothing,
+                     num_classes=num_classes)
 
 
 def build_criterion(args: argparse.Namespace, mixup: bool) -> nn.Module:
