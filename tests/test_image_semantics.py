@@ -82,6 +82,29 @@ def test_cutmix_pastes_timm_05s_box_over_height_and_width(mode):
     assert cases_that_differ > 0  # the draws include boxes where timm >= 0.9 would paste another region
 
 
+# ---------------------------------------------------------------------------------------------- loss
+
+def test_training_loss_is_chosen_as_timm_05s_train_py():
+    """Under Mixup/CutMix: BCE without target threshold (--bce-loss) or soft-target CE. Without: --smoothing gives
+    BCE with smoothed one-hot targets (--bce-loss) or label-smoothing CE; no smoothing gives plain CE, --bce-loss or
+    not (0.5's train.py read --bce-loss only under Mixup or with smoothing)."""
+    def criterion(mixup, **flags):
+        return build_criterion(argparse.Namespace(**{"bce_loss": False, "smoothing": 0.0, **flags}), mixup)
+
+    mixed_bce = criterion(True, bce_loss=True)
+    assert isinstance(mixed_bce, BinaryCrossEntropy) and mixed_bce.target_threshold is None
+    assert isinstance(criterion(True), SoftTargetCrossEntropy)
+    smoothed_bce = criterion(False, bce_loss=True, smoothing=0.1)
+    assert isinstance(smoothed_bce, BinaryCrossEntropy) and smoothed_bce.smoothing == 0.1
+    assert smoothed_bce.target_threshold is None
+    assert isinstance(criterion(False, smoothing=0.1), LabelSmoothingCrossEntropy)
+    assert type(criterion(False, bce_loss=True)) is nn.CrossEntropyLoss
+    assert type(criterion(False)) is nn.CrossEntropyLoss
+    # the recipe's BCE on Mixup targets: mean over images and classes of BCE with logits
+    logits, soft = torch.randn(4, 5), torch.softmax(torch.randn(4, 5), 1)
+    torch.testing.assert_close(mixed_bce(logits, soft), nn.functional.binary_cross_entropy_with_logits(logits, soft))
+
+
 # ------------------------------------------------------------------------------------ validation crop
 
 def test_validation_crop_defaults_to_0875_as_the_seed_resolved_it():

@@ -264,13 +264,15 @@ def build_mixup(args: argparse.Namespace, num_classes: int) -> Optional[Mixup]:
 
 
 def build_criterion(args: argparse.Namespace, mixup: bool) -> nn.Module:
-    """``--bce-loss``: BCE with logits, without target threshold (the seed's); else soft-target CE under Mixup,
-    label-smoothing CE, or plain CE. Mixup already smooths its targets; BCE smooths hard targets only."""
-    if args.bce_loss:
-        return BinaryCrossEntropy(smoothing=args.smoothing)
+    """The training loss as timm 0.5's ``train.py`` chose it. Under Mixup/CutMix (whose targets are dense and
+    already smoothed): BCE with logits without a target threshold (``--bce-loss``), else soft-target CE. Without:
+    with ``--smoothing``, BCE on smoothed one-hot targets (``--bce-loss``) or label-smoothing CE; without smoothing,
+    plain CE, ``--bce-loss`` or not."""
     if mixup:
-        return SoftTargetCrossEntropy()
+        return BinaryCrossEntropy(smoothing=0.0) if args.bce_loss else SoftTargetCrossEntropy()
     if args.smoothing:
+        if args.bce_loss:
+            return BinaryCrossEntropy(smoothing=args.smoothing)
         return LabelSmoothingCrossEntropy(smoothing=args.smoothing)
     return nn.CrossEntropyLoss()
 
