@@ -105,6 +105,20 @@ def test_training_loss_is_chosen_as_timm_05s_train_py():
     torch.testing.assert_close(mixed_bce(logits, soft), nn.functional.binary_cross_entropy_with_logits(logits, soft))
 
 
+# ------------------------------------------------------------------------------------------- samplers
+
+def test_training_sampler_without_repeats_is_seeded_by_epoch_only():
+    """timm 0.5's loader built DistributedSampler(dataset) with torch's default seed 0 (not --seed) and dropped the
+    last incomplete batch."""
+    dataset = ImageDataset([(f"{i}.png", 0) for i in range(10)], ["a"], "ten", warn=False)
+    args = argparse.Namespace(aug_repeats=0, batch_size=2, workers=0, pin_mem=False, seed=42)
+    loader = train_loader(dataset, args, DistContext(rank=1, world_size=2), even=True)
+    assert loader.sampler.seed == 0 and loader.sampler.shuffle and loader.drop_last
+    loader.sampler.set_epoch(3)
+    order = torch.randperm(10, generator=torch.Generator().manual_seed(3)).tolist()
+    assert list(loader.sampler) == order[1::2]
+
+
 # ------------------------------------------------------------------------------------ validation crop
 
 def test_validation_crop_defaults_to_0875_as_the_seed_resolved_it():

@@ -177,8 +177,8 @@ def train_loader(dataset: ImageDataset, args: argparse.Namespace, ctx: DistConte
         sampler = RepeatAugSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
                                    num_repeats=args.aug_repeats, selected_round=0)
     else:
-        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
-                                     seed=args.seed)
+        # seed 0, torch's default, as timm 0.5's loader built it: the order depends on the epoch, not on --seed
+        sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=0)
     batch_size = min(args.batch_size, len(sampler))
     batch_size -= batch_size % 2 if even else 0
     if batch_size < 1:
