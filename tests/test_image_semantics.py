@@ -26,6 +26,89 @@ def recipe_args(*extra):
     return train_parser().parse_args(["data", "--model", "v3d_x3d_s_224", *RECIPE, *extra])
 
 
+# ------------------------------------------------------------------------------------------- schedule
+
+def test_recipe_schedule_is_timm_05s_cosine_stepped_per_epoch():
+    """timm 0.5's create_scheduler: CosineLRScheduler(t_initial=epochs, lr_min=1e-6, warmup_t=5, warmup_lr_init=5e-6,
+    no warm-up prefix, one cycle, k-decay 1, t_in_epochs) and epochs + cooldown epochs to run. Epoch 0 runs at the
+    warm-up lr; step(epoch + 1) after each epoch sets the next; step_update leaves an epoch schedule alone."""
+    optimizer = build_optimizer(recipe_args(), nn.Linear(2, 2))
+    scheduler, num_epochs = build_scheduler(recipe_args(), optimizer, updates_per_epoch=7)
+    assert num_epochs == 300
+
+    def expected(t):  # linear warm-up, then cosine on the epoch index itself (not t - warmup)
+        if t < 5:
+            return 5e-6 + t * (5e-3 - 5e-6) / 5
+        return 1e-6 + 0.5 * (5e-3 - 1e-6) * (1 + math.cos(math.pi * t / 300))
+
+    updates = 0
+    for epoch in range(num_epochs):
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected(epoch), rel=1e-12, abs=0), epoch
+        for _ in range(7):
+            updates += 1
+            scheduler.step_update(updates)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected(epoch), rel=1e-12, abs=0)
+        scheduler.step(epoch + 1, 50.0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-6)
+    _, with_cooldown = build_scheduler(recipe_args("--cooldown-epochs", "10"), optimizer, updates_per_epoch=7)
+    assert with_cooldown == 310
+
+
+# ------------------------------------------------------------------------------------------------- LAMB
+
+def reference_lamb_step(params, state, lr, weight_decays, step, betas=(0.9, 0.999), eps=1e-6, max_norm=1.0):
+    """One LAMB step as timm 0.5 took it: grads divided by max(global grad norm / 1.0, 1); Adam moments with bias
+    correction; weight decay added to the update; the trust ratio |w| / |update| only where the decay is not 0."""
+    grads = [p.grad.double() for p in params]
+    clip = max(math.sqrt(sum(float(g.pow(2).sum()) for g in grads)) / max_norm, 1.0)
+    new = []
+    for p, g, wd in zip(params, grads, weight_decays):
+        g = g / clip
+        m, v = state.setdefault(id(p), (torch.zeros_like(g), torch.zeros_like(g)))
+        m = betas[0] * m + (1 - betas[0]) * g
+        v = betas[1] * v + (1 - betas[1]) * g * g
+        state[id(p)] = (m, v)
+        update = (m / (1 - betas[0] ** step)) / (v.sqrt() / math.sqrt(1 - betas[1] ** step) + eps)
+        w = p.detach().double()
+        if wd:
+            update = update + wd * w
+            w_norm, u_norm = w.norm(), update.norm()
+            update = update * (w_norm / u_norm if w_norm > 0 and u_norm > 0 else 1.0)
+        new.append(w - lr * update)
+    return new
+
+
+def test_lamb_is_timm_05s():
+    """create_optimizer_v2(model, 'lamb', lr, weight_decay=0.02): no decay for 1-D parameters and biases, in the
+    first group; Lamb's betas (0.9, 0.999), eps 1e-6, bias correction, global grad-norm clip 1.0, trust ratio only
+    for the decayed group (always_adapt off), no trust clip, decay added to the update (not decoupled)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+    optimizer = build_optimizer(recipe_args(), model)
+    no_decay, decay = optimizer.param_groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert no_decay["weight_decay"] == 0 and decay["weight_decay"] == 0.02
+    assert sorted(names[id(p)] for p in no_decay["params"]) == ["0.bias", "1.bias", "1.weight", "3.bias"]
+    assert sorted(names[id(p)] for p in decay["params"]) == ["0.weight", "3.weight"]
+    settings = {key: decay[key] for key in ("lr", "betas", "eps", "bias_correction", "grad_averaging",
+                                            "max_grad_norm", "trust_clip", "always_adapt")}
+    assert settings == dict(lr=5e-3, betas=(0.9, 0.999), eps=1e-6, bias_correction=True, grad_averaging=True,
+                            max_grad_norm=1.0, trust_clip=False, always_adapt=False)
+    assert not decay.get("decoupled_decay", False) and not decay.get("caution", False)
+
+    params = no_decay["params"] + decay["params"]
+    decays = [0.0] * len(no_decay["params"]) + [0.02] * len(decay["params"])
+    state = {}
+    for step in (1, 2, 3):
+        x = torch.randn(8, 3, 6, 6) * (20 if step == 1 else 1)  # a large first gradient: the clip acts
+        optimizer.zero_grad()
+        model(x).pow(2).mean().backward()
+        expected = reference_lamb_step(params, state, 5e-3, decays, step)
+        optimizer.step()
+        for p, e in zip(params, expected):
+            torch.testing.assert_close(p.detach().double(), e, rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------------------------- Mixup
 
 def timm05_box(height, width, lam):
