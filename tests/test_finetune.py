@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import socket
 import warnings
 
@@ -142,11 +143,16 @@ def test_eval_options_and_eval_config_choose_the_metrics(x3d_run, tmp_path, caps
 
 
 def test_segment_model_trains_and_tests(videos, tmp_path):
-    """ir-CSN-50 in the SSv2 form: 4 one-frame segments folded into time, no flip."""
-    cfg = tiny_config(tmp_path / "csn_tiny.py", CSN_SSV2, videos, segments=True)
-    assert train_main([str(cfg), "--work-dir", str(tmp_path / "work"), "--seed", "1", "--test-last"]) == 0
+    """ir-CSN-50 in the SSv2 form: 4 one-frame segments folded into time, no flip; --test-last reports the
+    evaluation dict's metrics and topk, as mmaction's train.py tested."""
+    cfg = tiny_config(tmp_path / "csn_tiny.py", CSN_SSV2, videos, segments=True,
+                      extra="evaluation = dict(metric_options=dict(top_k_accuracy=dict(topk=(1, 3))))")
+    assert train_main([str(cfg), "--work-dir", str(tmp_path / "work"), "--seed", "1", "--validate", "--test-last"]) == 0
     scores = json.loads((tmp_path / "work" / "epoch_1_test.json").read_text())
     assert len(scores) == 8 and all(len(s) == NUM_CLASSES for s in scores)
+    log_text = next((tmp_path / "work").glob("*.log")).read_text()
+    assert re.search(r"test of epoch_1.pth: top-1 [\d.]+  top-3 [\d.]+  mean class accuracy [\d.]+", log_text)
+    assert re.search(r"\| val top-1 [\d.]+  top-3 [\d.]+  mean class accuracy [\d.]+", log_text)
 
 
 def _stage1_checkpoint(path, model_name, num_classes=6):

@@ -36,7 +36,7 @@ from .logs import format_duration, logger, progress_bar
 from .precise_bn import update_bn_stats
 from .run_log import RunLog, timestamp
 from .schedule import CosineWarmup
-from .video_test import TestOptions, evaluate_scores, evaluation_settings, predict, run_test
+from .video_test import TestOptions, evaluate_scores, evaluation_settings, metric_columns, predict, run_test
 
 LATEST = "latest.pth"
 
@@ -360,6 +360,11 @@ class Trainer:
 
         self.model.train()
         return update_bn_stats(self.model, iter(self.loader), num_iters, len(self.loader), forward)
+
+
+def _metrics_text(results: Mapping[str, float]) -> str:
+    """``top-1 71.20  top-5 90.10  mean class accuracy 70.90``: the metrics in ``results``, in percent."""
+    return "  ".join(f"{title} {100 * results[key]:.2f}" for title, key in metric_columns(results))
 
 
 def _checkpoint(trainer: Trainer, cfg: Mapping[str, Any], epoch: int, iteration: int,
@@ -720,9 +725,7 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
                        f"{stats['clips_per_s']:.1f} clips/s  {format_duration(stats['seconds'])}  "
                        f"ETA {format_duration(remaining)}")
             if validated:
-                message += (f"  | val top-1 {100 * val_metrics.get('top1_acc', float('nan')):.2f}  top-5 "
-                            f"{100 * val_metrics.get('top5_acc', float('nan')):.2f}  mean class "
-                            f"{100 * val_metrics.get('mean_class_accuracy', float('nan')):.2f}")
+                message += "  | val " + _metrics_text(val_metrics)
             if stats["skipped"]:
                 message += f"  ({stats['skipped']} unreadable videos skipped and replaced)"
             logger.info(message)
@@ -732,13 +735,12 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
     for checkpoint in checkpoints_to_test(opts, work_dir, total_epochs, best, ckpt):
         if ctx.primary:
             logger.info("testing %s", checkpoint)
-        results = run_test(cfg, TestOptions(str(checkpoint), out=str(test_output(checkpoint))), ctx)
+        # mmaction's train.py tested with the evaluation dict's metrics and options
+        results = run_test(cfg, TestOptions(str(checkpoint), evaluation.metrics, str(test_output(checkpoint)),
+                                            topk=evaluation.topk), ctx)
         tests[checkpoint.name] = {k: v for k, v in results.items() if k not in ("scores", "skipped")}
         if log is not None:
-            logger.info("test of %s: %s", checkpoint.name, "  ".join(
-                f"{name} {100 * tests[checkpoint.name][key]:.2f}" for name, key in
-                (("top-1", "top1_acc"), ("top-5", "top5_acc"), ("mean class", "mean_class_accuracy"))
-                if key in tests[checkpoint.name]))
+            logger.info("test of %s: %s", checkpoint.name, _metrics_text(tests[checkpoint.name]))
             log.add({"mode": "test", "checkpoint": checkpoint.name, "global_iter": iteration,
                      **tests[checkpoint.name]})
     if log is not None:
