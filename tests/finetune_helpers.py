@@ -1,10 +1,12 @@
 """Tiny synthetic video sets and configs for the fine-tuning tests (real mp4 files, real configs on disk)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 from sts3d.data.synthetic import write_video_dataset
 
@@ -12,6 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 TOOLS = REPO / "Spatiotemporal_Finetuning" / "tools"
 CONFIGS = REPO / "Spatiotemporal_Finetuning" / "configs" / "recognition"
 NUM_CLASSES = 4
+
+
+def analysis_tool(name: str) -> ModuleType:
+    """``tools/analysis/<name>.py`` loaded as a module, to call its ``main(argv)``."""
+    spec = importlib.util.spec_from_file_location(name, TOOLS / "analysis" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_videos(root: Path) -> Path:

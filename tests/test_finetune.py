@@ -17,11 +17,12 @@ import sts3d.models.image  # noqa: F401  (registers the v3d_* image models with 
 from sts3d.checkpoint import CheckpointError, inflate_centre, load_pretrained, read_checkpoint, save_checkpoint
 from sts3d.config import load_config
 from sts3d.data.pipeline import num_segments
-from sts3d.engine.video_cli import slurm_environment, train_main
+from sts3d.engine.video_cli import eval_metric_main, slurm_environment, train_main
 from sts3d.engine.video_cli import test_main as run_test_tool
 from sts3d.models.builder import build_recognizer
 
-from finetune_helpers import CONFIGS, NUM_CLASSES, REPO, TOOLS, run_tool, tiny_config, tiny_videos
+from finetune_helpers import (CONFIGS, NUM_CLASSES, REPO, TOOLS, analysis_tool, run_tool, tiny_config,
+                              tiny_videos)
 
 X3D_K400 = "x3d/x3d_s_13x6_STS_k400_video.py"
 CSN_SSV2 = "csn/ircsn50_1x8_STS_sthv2_video.py"
@@ -140,6 +141,23 @@ def test_eval_options_and_eval_config_choose_the_metrics(x3d_run, tmp_path, caps
     assert err == "error: --eval-options: metric_options.top_k_accuracy has no setting 'k'"
     with pytest.raises(SystemExit):
         run_test_tool([str(cfg), checkpoint, "--options", "topk=2", "--eval-options", "topk=3"])
+
+
+def test_analysis_tools_read_a_real_run(x3d_run, tmp_path, capsys):
+    """analyze_logs.py draws and times the run's json log; eval_metric.py gives test.py's table from its --out."""
+    cfg, work, _ = x3d_run
+    log = next(work.glob("*.log.json"))
+    analyze = analysis_tool("analyze_logs")
+    assert analyze.main(["plot_curve", str(log), "--keys", "loss_cls", "top1_acc", "mean_class_accuracy", "--out",
+                         str(tmp_path / "curves.pdf")]) == 0
+    assert (tmp_path / "curves.pdf").read_bytes().startswith(b"%PDF")
+    assert analyze.main(["cal_train_time", str(log)]) == 0
+    assert "average iter time:" in capsys.readouterr().out
+    out = tmp_path / "result.pkl"
+    assert run_test_tool([str(cfg), str(work / "epoch_1.pth"), "--out", str(out)]) == 0
+    table = capsys.readouterr().out.splitlines()[-3:]
+    assert eval_metric_main([str(cfg), str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == table
 
 
 def test_segment_model_trains_and_tests(videos, tmp_path):

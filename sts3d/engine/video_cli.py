@@ -10,16 +10,18 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 from typing import Callable, Optional
 
 from ..checkpoint import CheckpointError
 from ..config import ConfigError, apply_options, load_config, merge
 from ..data.pipeline import PipelineError
-from ..data.video import AnnotationError
+from ..data.video import AnnotationError, read_annotations
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .logs import setup_logging
-from .video_test import METRICS, TestOptions, evaluation_settings, run_test
-from .video_train import TrainOptions, TrainingError, train
+from .video_test import (METRICS, TestOptions, evaluate_scores, evaluation_settings, format_table, read_scores,
+                         run_test)
+from .video_train import EVAL_HOOK_KEYS, TrainOptions, TrainingError, train
 
 # input errors: one line on stderr and exit status 2, no traceback
 INPUT_ERRORS = (ConfigError, PipelineError, AnnotationError, CheckpointError, FileNotFoundError, ValueError,
@@ -124,6 +126,47 @@ def train_main(argv: Optional[list[str]] = None) -> int:
     return _run(job, args)
 
 
+def _metric_settings(base: dict, args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """``(metrics, topk)``: ``--eval`` and then ``--eval-options`` merged over ``base``, as mmaction's tools did."""
+    settings = merge(base, {"metrics": args.eval} if args.eval else {})
+    settings = apply_options(settings, args.eval_options or (), "--eval-options")
+    return evaluation_settings(settings, "--eval-options" if args.eval_options else "the config's evaluation")
+
+
+def eval_metric_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Metrics of a test.py --out file (per-video scores) against the "
+                                                 "config's test list.", allow_abbrev=False)
+    parser.add_argument("config", help="config file (.py); its data.test.ann_file holds the labels")
+    parser.add_argument("results", type=Path, help="per-video scores: .json, .pkl or .yaml (ours or mmaction's)")
+    parser.add_argument("--eval", nargs="+", choices=METRICS, default=None,
+                        help="metrics to report (default: the config's evaluation.metrics, else both)")
+    parser.add_argument("--eval-options", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="evaluation settings over the config's evaluation dict, e.g. topk='(1,3,5)'")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config settings")
+    return parser
+
+
+def eval_metric_main(argv: Optional[list[str]] = None) -> int:
+    """``tools/analysis/eval_metric.py``: mmaction's evaluation of a saved result file, without a model."""
+    args = eval_metric_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.cfg_options)
+        # mmaction's eval_metric.py took the evaluation dict without its hook's keys
+        evaluation = {k: v for k, v in dict(cfg.get("evaluation") or {}).items() if k not in EVAL_HOOK_KEYS}
+        metrics, topk = _metric_settings(evaluation, args)
+        labels = [r.label for r in read_annotations(cfg["data"]["test"]["ann_file"])]
+        scores = read_scores(args.results)
+        if len(scores) != len(labels):
+            raise ValueError(f"{args.results} has scores of {len(scores)} videos, "
+                             f"{cfg['data']['test']['ann_file']} lists {len(labels)}")
+        results = evaluate_scores(scores, labels, metrics, topk)
+    except INPUT_ERRORS as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"{results['num_videos']} of {len(scores)} videos scored\n{format_table(results)}")
+    return 0
+
+
 def test_main(argv: Optional[list[str]] = None) -> int:
     parser = test_parser()
     args = parser.parse_args(argv)
@@ -135,9 +178,7 @@ def test_main(argv: Optional[list[str]] = None) -> int:
 
     def job(ctx: DistContext) -> None:
         cfg = load_config(args.config, args.cfg_options)
-        eval_config = merge(dict(cfg.get("eval_config") or {}), {"metrics": args.eval} if args.eval else {})
-        eval_config = apply_options(eval_config, args.eval_options or (), "--eval-options")
-        metrics, topk = evaluation_settings(eval_config, "--eval-options" if args.eval_options else "eval_config")
+        metrics, topk = _metric_settings(dict(cfg.get("eval_config") or {}), args)
         run_test(cfg, TestOptions(args.checkpoint, metrics, args.out, args.average_clips, args.fuse_conv_bn, topk),
                  ctx)
 

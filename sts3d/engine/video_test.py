@@ -212,6 +212,34 @@ def write_scores(path: Path, scores: Sequence[Optional[Sequence[float]]]) -> Non
     tmp.replace(path)
 
 
+class _ScoresUnpickler(pickle.Unpickler):
+    """Unpickles a list of NumPy arrays (mmaction's ``--out`` .pkl) and nothing else that could run code."""
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"global {module}.{name} is not allowed in a scores file")
+        return super().find_class(module, name)
+
+
+def read_scores(path: Path) -> list[Optional[list[float]]]:
+    """Per-video scores from a ``--out`` file (ours or mmaction's): JSON, YAML or a pickled list of arrays."""
+    kind = out_format(str(path))
+    try:
+        if kind == "pickle":
+            with open(path, "rb") as file:
+                loaded = _ScoresUnpickler(file).load()
+        else:
+            loaded = yaml.safe_load(path.read_text()) if kind == "yaml" else json.loads(path.read_text())
+    except (OSError, ValueError, pickle.UnpicklingError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read scores ({error})") from None
+    if not isinstance(loaded, list):
+        raise ValueError(f"{path}: expected a list of per-video scores, got {type(loaded).__name__}")
+    return [None if s is None else np.asarray(s, dtype=np.float64).reshape(-1).tolist() for s in loaded]
+
+
 def run_test(cfg: Mapping[str, Any], opts: TestOptions, ctx: DistContext) -> dict[str, Any]:
     """Test ``opts.checkpoint`` on ``data.test``; the primary process prints the table and writes ``--out``."""
     if opts.out:

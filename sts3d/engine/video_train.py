@@ -404,7 +404,7 @@ def prepare_model(model: Recognizer3D, cfg: Mapping[str, Any], ctx: DistContext,
 
 
 # mmcv's EvalHook / DistEvalHook arguments; the rest of ``evaluation`` went to the dataset's evaluate()
-_EVAL_HOOK_KEYS = {"interval", "start", "by_epoch", "save_best", "rule", "broadcast_bn_buffer", "tmpdir",
+EVAL_HOOK_KEYS = {"interval", "start", "by_epoch", "save_best", "rule", "broadcast_bn_buffer", "tmpdir",
                    "gpu_collect", "greater_keys", "less_keys"}
 # mmaction 0.20's EvalHook: the keys whose best is the greatest / the least when no rule is given
 _GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP@", "Recall@")
@@ -441,7 +441,7 @@ class EvalSettings:
     @classmethod
     def from_config(cls, evaluation: Optional[Mapping[str, Any]]) -> "EvalSettings":
         evaluation = dict(evaluation or {})
-        hook = {k: evaluation.pop(k) for k in list(evaluation) if k in _EVAL_HOOK_KEYS}
+        hook = {k: evaluation.pop(k) for k in list(evaluation) if k in EVAL_HOOK_KEYS}
         metrics, topk = evaluation_settings(evaluation, "evaluation")
         if not hook.pop("by_epoch", True):
             raise ConfigError("evaluation.by_epoch=False is not supported (this trainer evaluates after epochs)")

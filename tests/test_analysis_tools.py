@@ -1,0 +1,129 @@
+"""tools/analysis: analyze_logs.py (curves and training time of a json log) and eval_metric.py (metrics of saved
+scores), run as a user runs them, on logs and score files written to disk."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import numpy as np
+import pytest
+import yaml
+
+from sts3d.engine.log_analysis import key_curves, load_json_log, train_time
+from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
+from sts3d.engine.video_cli import eval_metric_main
+
+from finetune_helpers import analysis_tool
+
+
+def _write_log(path, times=((0.9, 0.2, 0.2), (0.5, 0.3, 0.4))):
+    """Two epochs of 5 iterations logged at iterations 2, 4, 5, validation after each, a test row, a meta line."""
+    lines = [{"env_info": "x", "seed": 0}]
+    for epoch, epoch_times in enumerate(times, start=1):
+        for it, t in zip((2, 4, 5), epoch_times):
+            lines.append({"mode": "train", "epoch": epoch, "iter": it, "lr": 0.1, "time": t, "data_time": 0.01,
+                          "loss": 2.0 / (epoch * it), "top1_acc": 0.1 * epoch})
+        lines.append({"mode": "val", "epoch": epoch, "iter": 4, "lr": 0.1, "top1_acc": 0.3 * epoch,
+                      "mean_class_accuracy": 0.25 * epoch})
+    lines.append({"mode": "test", "checkpoint": "epoch_2.pth", "top1_acc": 0.7})
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    return path
+
+
+def test_json_log_rows_curves_and_train_time(tmp_path):
+    rows = load_json_log(_write_log(tmp_path / "run.log.json"))
+    assert len(rows.train) == 6 and len(rows.val) == 2 and rows.iters_per_epoch() == 5
+    train, val = key_curves(rows, "top1_acc", "run")
+    np.testing.assert_array_equal(train.iters, [2, 4, 5, 7, 9, 10])  # epoch 2 starts after 5 iterations
+    np.testing.assert_array_equal(val.iters, [5, 10])  # at the end of each epoch
+    np.testing.assert_allclose(val.values, [0.3, 0.6])
+    assert val.label == "run (val)" and not train.validation
+    (only_val,) = key_curves(rows, "mean_class_accuracy", "run")
+    assert only_val.validation
+    # the first row of each epoch (the loader's start-up) is left out unless asked for
+    timing = train_time(rows)
+    assert (timing.slowest_epoch, timing.fastest_epoch) == (2, 1)
+    assert timing.slowest == pytest.approx(0.35) and timing.fastest == pytest.approx(0.2)
+    assert timing.std_over_epochs == pytest.approx(0.075) and timing.mean_iter_time == pytest.approx(0.275)
+    outliers = train_time(rows, include_outliers=True)
+    assert outliers.slowest_epoch == 1 and outliers.slowest == pytest.approx(1.3 / 3)
+
+
+def test_analyze_logs_command_line(tmp_path, capsys):
+    tool = analysis_tool("analyze_logs")
+    log = _write_log(tmp_path / "a.log.json")
+    other = _write_log(tmp_path / "b.log.json", times=((0.5, 0.1, 0.1), (0.5, 0.1, 0.1)))
+    out = tmp_path / "curves.png"
+    assert tool.main(["plot_curve", str(log), str(other), "--keys", "loss", "top1_acc", "--legend", "a_loss",
+                      "a_top1", "b_loss", "b_top1", "--title", "runs", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0 and f"save curve to: {out}" in capsys.readouterr().out
+    assert tool.main(["cal_train_time", str(log), str(other)]) == 0
+    printed = capsys.readouterr().out
+    assert f"-----Analyze train time of {log}-----" in printed
+    assert "slowest epoch 2, average time is 0.3500" in printed and "average iter time: 0.1000 s/iter" in printed
+    # what cannot be drawn or read is one error line naming the file
+    for argv, message in ((["plot_curve", str(log), "--keys", "loss_cls", "--out", str(out)], "no row holds"),
+                          (["plot_curve", str(log), "--keys", "loss", "--legend", "x", "y", "--out", str(out)],
+                           "--legend has 2 names for 1 logs x 1 keys")):
+        assert tool.main(argv) == 2
+        assert message in capsys.readouterr().err
+    broken = tmp_path / "broken.log.json"
+    broken.write_text(log.read_text() + "{not json\n")
+    assert tool.main(["cal_train_time", str(broken)]) == 2
+    assert f"{broken}:11: not a JSON line" in capsys.readouterr().err
+
+
+@pytest.fixture()
+def scored(tmp_path):
+    """A config whose test list has 6 videos of 3 classes, and scores for them (video 3 undecodable: null)."""
+    rng = np.random.default_rng(0)
+    labels = [0, 1, 2, 2, 1, 0]
+    (tmp_path / "test.txt").write_text("".join(f"v{i}.mp4 {label}\n" for i, label in enumerate(labels)))
+    config = tmp_path / "cfg.py"
+    config.write_text(f"data = dict(test=dict(ann_file={str(tmp_path / 'test.txt')!r}))\n"
+                      "evaluation = dict(interval=5, save_best='auto', metrics=['top_k_accuracy'])\n")
+    scores = rng.random((6, 3)).astype(np.float32)
+    return config, labels, scores
+
+
+def test_eval_metric_reads_our_files_and_mmaction_pickles(scored, tmp_path, capsys):
+    config, labels, scores = scored
+    kept = [0, 1, 2, 4, 5]
+    listed = [s.tolist() for s in scores]
+    listed[3] = None
+    top1, top2 = top_k_accuracy(scores[kept], [labels[i] for i in kept], (1, 2))
+    mean_class = mean_class_accuracy(scores[kept], [labels[i] for i in kept])
+    json_file, yaml_file, pkl_file = tmp_path / "r.json", tmp_path / "r.yaml", tmp_path / "r.pkl"
+    json_file.write_text(json.dumps(listed))
+    yaml_file.write_text(yaml.safe_dump(listed))
+    with open(pkl_file, "wb") as file:  # mmaction's --out: a list of float32 arrays
+        pickle.dump([None if s is None else np.asarray(s, dtype=np.float32) for s in listed], file)
+    for path in (json_file, yaml_file, pkl_file):
+        # the config's evaluation dict (hook keys left out) chooses top-k only; --eval-options its k
+        assert eval_metric_main([str(config), str(path), "--eval-options",
+                                 "metric_options.top_k_accuracy.topk=(1,2)"]) == 0
+        header, _, values = capsys.readouterr().out.splitlines()[-3:]
+        assert [t.strip() for t in header.split("|")] == ["top-1", "top-2"]
+        assert values.split() == [f"{100 * top1:.2f}", "|", f"{100 * top2:.2f}"]
+    assert eval_metric_main([str(config), str(json_file), "--eval", "mean_class_accuracy"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].strip() == f"{100 * mean_class:.2f}"
+
+
+def test_eval_metric_bad_input_is_one_line(scored, tmp_path, capsys):
+    config, _, scores = scored
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(scores[:4].tolist()))
+    assert eval_metric_main([str(config), str(short)]) == 2
+    assert "has scores of 4 videos" in capsys.readouterr().err
+
+    class Payload:  # a pickle that would run a command when loaded
+        def __reduce__(self):
+            return os.system, ("echo owned",)
+
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps([Payload()]))
+    assert eval_metric_main([str(config), str(evil)]) == 2
+    assert "is not allowed in a scores file" in capsys.readouterr().err
+    assert eval_metric_main([str(config), str(tmp_path / "r.txt")]) == 2
+    assert "the extension must be one of" in capsys.readouterr().err
