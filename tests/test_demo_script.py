@@ -90,3 +90,49 @@ def test_bad_input_is_one_line_and_status_2(trained, tmp_path, capsys):
     assert "does not fit" in one_error(capsys)
     assert demo.main([str(video), str(CONFIG), str(tmp_path / "missing.pth"), "--cfg-options", *options]) == 2
     assert "missing.pth" in one_error(capsys)
+
+
+def test_mmaction_argument_order_and_the_labelled_video(trained, tmp_path, capsys):
+    """mmaction's ``demo.py CONFIG CHECKPOINT VIDEO LABEL_FILE --out-filename``: the whole video, resized, with the
+    top class drawn at the top left; as H.264 mp4 (read back with decord) and as gif."""
+    import decord
+    from PIL import Image
+
+    videos, options, checkpoint = trained
+    video = videos / "videos" / "val" / "circle_bottom_to_top" / "0000.mp4"
+    source = decord.VideoReader(str(video))
+    out = tmp_path / "labelled.mp4"
+    assert demo.main([str(CONFIG), str(checkpoint), str(video), str(videos / "label_map.txt"), "--out-filename",
+                      str(out), "--target-resolution", "128", "-1", "--font-color", "red", "--font-scale", "0.6",
+                      "--cfg-options", *options]) == 0
+    printed = capsys.readouterr().out
+    top1 = re.search(r"^\s*1\. (\S+)", printed, re.M).group(1)
+    assert top1 in (videos / "label_map.txt").read_text().split() and f"wrote {out}" in printed
+    written = decord.VideoReader(str(out))
+    assert len(written) == len(source) and written[0].shape == (128, 128, 3)  # 32x32 frames, width 128, ratio kept
+    frame = written[0].asnumpy().astype(int)
+    text_box = frame[5:25, 5:120]
+    plain = frame[60:, :]  # below the label
+    # red text: pixels far redder than anything in the synthetic frame below it
+    assert ((text_box[..., 0] - text_box[..., 1:].max(-1)) > 100).sum() > 20
+    assert ((plain[..., 0] - plain[..., 1:].max(-1)) > 100).sum() == 0
+    gif = tmp_path / "labelled.gif"
+    assert demo.main([str(CONFIG), str(checkpoint), str(video), "--out-filename", str(gif), "--fps", "10",
+                      "--cfg-options", *options]) == 0
+    with Image.open(gif) as image:
+        assert image.n_frames == len(source) and image.size == (32, 32) and image.info["duration"] == 100
+
+
+def test_demo_arguments_that_cannot_work_stop_at_once(trained, tmp_path, capsys):
+    videos, options, checkpoint = trained
+    video = str(videos / "videos" / "val" / "circle_bottom_to_top" / "0000.mp4")
+    for argv in ([video, str(CONFIG), str(checkpoint), "--out-filename", str(tmp_path / "x.avi")],
+                 [str(CONFIG), str(checkpoint), video, "labels.txt", "--label-map", "labels.txt"],
+                 [str(CONFIG), str(checkpoint), video, "--use-frames"],
+                 [video, str(CONFIG), str(checkpoint), "--out-filename", "x.mp4", "--target-resolution", "-1", "-1"],
+                 [video, str(CONFIG)]):
+        with pytest.raises(SystemExit) as stop:
+            demo.main(argv)
+        assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "write .mp4 or .gif" in err and "--target-resolution -1 -1: give W H" in err
