@@ -156,8 +156,9 @@ def load_checkpoint(model: nn.Module, path: Union[str, Path],
     return load_state(model, extract_state_dict(read_checkpoint(path)), str(path), key_map)
 
 
-# The seed's ``inflate=True`` path renames only the backbone; the image classifier is not carried over.
-INFLATE_KEY_MAP: tuple[tuple[str, str], ...] = ((r"get_feature", "backbone"),)
+# The seed's ``inflate=True`` path renames the backbone and X3D's ``fc1`` (as the plain path does) but not the
+# classifier, which is therefore never carried over.
+INFLATE_KEY_MAP: tuple[tuple[str, str], ...] = SEED_KEY_MAP[:2]
 
 
 def inflate_centre(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
