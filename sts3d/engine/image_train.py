@@ -129,7 +129,7 @@ def class_index(classes: Optional[list[str]]) -> Optional[dict[str, int]]:
 
 # The seed's validation crop without --crop-pct. Its v3d models set ``default_cfg`` to the whole table of configs
 # (keyed by model name), so timm 0.5's resolve_data_config found no ``crop_pct`` there and fell back to
-# DEFAULT_CROP_PCT: resize 256, crop 224 (the model's pretrained_cfg here says 0.95, the training scripts' value).
+# DEFAULT_CROP_PCT: resize 256, crop 224 (the models' pretrained_cfg here says the same; the scripts pass 0.95).
 SEED_DEFAULT_CROP_PCT = 0.875
 
 

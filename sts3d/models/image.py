@@ -6,7 +6,7 @@ same keys as the fine-tuning backbone), ``classifier.*`` and, for X3D, ``fc1.*``
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Union
 
 import torch
 from timm.models import register_model
@@ -29,10 +29,24 @@ IMAGE_MODELS: dict[str, tuple[str, dict[str, Any]]] = {
 X3D_FC1_CHANNELS = 2048
 
 
+# the convs that read the RGB image: both pathways' stems for SlowFast, the spatial half of the (2+1)D / X3D stems
+FIRST_CONVS: dict[str, Union[str, tuple[str, ...]]] = {
+    "v3d_csn50_ir_224": "get_feature.conv1.conv",
+    "v3d_r2plus1d34_224": "get_feature.conv1.conv.conv_s",
+    "v3d_slowfast50_4x16_224": ("get_feature.slow_path.conv1.conv", "get_feature.fast_path.conv1.conv"),
+    "v3d_slowfast50_8x8_224": ("get_feature.slow_path.conv1.conv", "get_feature.fast_path.conv1.conv"),
+    "v3d_slowonly50_224": "get_feature.conv1.conv",
+    "v3d_x3d_s_224": "get_feature.conv1_s.conv",
+}
+
+
 def _pretrained_cfg(name: str) -> dict[str, Any]:
-    return dict(architecture=name, num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.95,
+    # What the seed's timm 0.5 resolved for these models (their default_cfg was the fork's whole table of configs, so
+    # resolve_data_config fell back to its defaults): 224, bicubic, ImageNet mean/std, crop 0.875. The training
+    # scripts pass --crop-pct 0.95 themselves.
+    return dict(architecture=name, num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875,
                 interpolation="bicubic", mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                classifier="classifier", first_conv="get_feature.conv1.conv")
+                classifier="classifier", first_conv=FIRST_CONVS[name])
 
 
 class V3DImageModel(nn.Module):
