@@ -40,3 +40,17 @@ def test_cfg_names_the_models_first_convs_and_classifier(name):
     rgb_convs = [n for n, m in modules.items() if isinstance(m, nn.Conv3d) and m.in_channels == 3]
     assert sorted(first) == sorted(rgb_convs)
     assert modules[model.pretrained_cfg["classifier"]] is model.get_classifier()
+
+
+def test_image_model_conv_biases_keep_pytorch_default_init():
+    """V3D.init_weights re-initialises every Conv3d *weight* (Kaiming) and every BN; conv biases (X3D's SE fcs, the
+    only biased convs) keep nn.Conv3d's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not zeros."""
+    torch.manual_seed(0)
+    model = timm.create_model("v3d_x3d_s_224", num_classes=3)
+    biased = [m for m in model.modules() if isinstance(m, nn.Conv3d) and m.bias is not None]
+    assert len(biased) == 30
+    for m in biased:
+        bound, largest = 1 / math.sqrt(m.weight[0].numel()), m.bias.detach().abs().max().item()
+        assert bound / 4 < largest <= bound
+        fan_out = m.out_channels * m.weight[0, 0].numel()
+        assert m.weight.detach().std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.5)

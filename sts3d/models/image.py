@@ -6,6 +6,7 @@ same keys as the fine-tuning backbone), ``classifier.*`` and, for X3D, ``fc1.*``
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Union
 
 import torch
@@ -49,6 +50,17 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
                 classifier="classifier", first_conv=FIRST_CONVS[name])
 
 
+def _init_image_model_(module: nn.Module) -> None:
+    """The original's ``V3D.init_weights``: Kaiming-normal (fan_out, ReLU) weights for every 3D conv, weight 1 / bias 0
+    for every BN; a conv's bias (X3D's SE fcs) keeps nn.Conv3d's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    init_conv_bn_(module)  # zeroes conv biases: put the default back
+    for m in module.modules():
+        if isinstance(m, nn.Conv3d) and m.bias is not None:
+            fan_in, _ = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            bound = 1 / math.sqrt(fan_in)
+            nn.init.uniform_(m.bias, -bound, bound)
+
+
 class V3DImageModel(nn.Module):
     """A 3D backbone with an image classifier. Input images ``(N, 3, H, W)``, output logits ``(N, num_classes)``.
 
@@ -64,7 +76,7 @@ class V3DImageModel(nn.Module):
             raise ValueError(f"{backbone_name}: only 3 input channels are supported, got in_chans={in_chans}")
         entry = backbone_entry(backbone_name)
         self.get_feature = create_backbone(backbone_name, drop_path_rate=drop_path_rate, **backbone_overrides)
-        init_conv_bn_(self.get_feature)  # the original re-initialises: no zero-init of any BN (spec section 2)
+        _init_image_model_(self.get_feature)  # the original re-initialises: no zero-init of any BN (spec section 2)
         self.num_classes = num_classes
         self.drop_rate = drop_rate
         self.pool = nn.AdaptiveAvgPool3d(1)
