@@ -42,6 +42,52 @@ def test_cfg_names_the_models_first_convs_and_classifier(name):
     assert modules[model.pretrained_cfg["classifier"]] is model.get_classifier()
 
 
+def test_x3d_dropout_sits_before_fc1():
+    """V3D.forward: pool, flatten, dropout, then X3D's fc1 and ReLU, then the classifier (spec section 2 order)."""
+    torch.manual_seed(0)
+    model = timm.create_model("v3d_x3d_s_224", num_classes=3, drop_rate=0.5).eval()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.train()
+    seen = {}
+    model.fc1.register_forward_hook(lambda module, args, out: seen.update(fc1_in=args[0].clone()))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        model(x)
+        pooled = model.get_feature(x.unsqueeze(2)).mean(dim=(2, 3, 4))
+    fc1_in, live = seen["fc1_in"], pooled != 0  # conv5 ends in a ReLU: some pooled features are 0 anyway
+    kept = live & (fc1_in != 0)
+    assert live.sum() > 100 and (fc1_in[live] == 0).any() and kept.any()
+    torch.testing.assert_close(fc1_in[kept], 2 * pooled[kept])
+    assert (fc1_in[~live] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["v3d_x3d_s_224", "v3d_r2plus1d34_224"])
+def test_head_without_classes_and_reset_classifier(name):
+    """timm 0.5's create_classifier: ``num_classes=0`` is an Identity (logits are the ``num_features`` pre-logits:
+    2048 after X3D's fc1 + ReLU); ``reset_classifier`` builds Linear(num_features, n) and keeps X3D's fc1."""
+    model = timm.create_model(name, num_classes=0).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32)).shape == (1, model.num_features)
+    model.reset_classifier(7, "avg")
+    assert isinstance(model.classifier, nn.Linear) and model.classifier.in_features == model.num_features
+    assert model.num_classes == 7 and model.classifier.out_features == 7
+    assert model.num_features == {"v3d_x3d_s_224": 2048, "v3d_r2plus1d34_224": 512}[name]
+    if "x3d" in name:
+        assert model.fc1.in_features == 432 and model.fc1.bias is not None
+
+
+def test_global_pool_is_average_only():
+    """The seed took ``global_pool`` (timm's ``--gp``) and ignored it: the pool is always a 3-D global average.
+    'avg' (or None) is accepted; another pool, which the model cannot give, is an error rather than ignored."""
+    model = timm.create_model("v3d_x3d_s_224", num_classes=3, global_pool="avg")
+    model.reset_classifier(4, global_pool="avg")
+    with pytest.raises(ValueError, match="global_pool"):
+        timm.create_model("v3d_x3d_s_224", num_classes=3, global_pool="max")
+    with pytest.raises(ValueError, match="global_pool"):
+        model.reset_classifier(4, global_pool="max")
+
+
 def test_image_model_conv_biases_keep_pytorch_default_init():
     """V3D.init_weights re-initialises every Conv3d *weight* (Kaiming) and every BN; conv biases (X3D's SE fcs, the
     only biased convs) keep nn.Conv3d's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)), not zeros."""
@@ -54,3 +100,21 @@ def test_image_model_conv_biases_keep_pytorch_default_init():
         assert bound / 4 < largest <= bound
         fan_out = m.out_channels * m.weight[0, 0].numel()
         assert m.weight.detach().std().item() == pytest.approx(math.sqrt(2 / fan_out), rel=0.5)
+
+
+def test_inflate_path_renames_fc1_but_not_the_classifier(tmp_path):
+    """The seed's ``inflate=True`` revises keys with ``get_feature -> backbone`` and ``^fc1. -> cls_head.fc1.`` (not the
+    classifier): X3D's pre-train fc1 weight reaches the video head as on the plain path; the classifier does not."""
+    torch.manual_seed(0)
+    image = timm.create_model("v3d_x3d_s_224", num_classes=2)
+    path = tmp_path / "model_best.pth.tar"
+    save_checkpoint({"arch": "v3d_x3d_s_224", "state_dict": image.state_dict()}, path)
+    for inflate in (False, True):
+        video = create_recognizer("x3d_s", num_classes=2)
+        report = load_pretrained(video, path, inflate=inflate)
+        assert torch.equal(video.cls_head.fc1.weight, image.fc1.weight), inflate
+        assert "cls_head.fc1.bias" in report.unexpected  # the video head's fc1 has no bias
+        fc2_loaded = torch.equal(video.cls_head.fc2.weight, image.classifier.weight)
+        assert fc2_loaded is False  # neither path maps classifier -> fc2
+        classifier_target = "cls_head.fc_cls.weight" if not inflate else "classifier.weight"
+        assert classifier_target in report.unexpected

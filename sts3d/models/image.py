@@ -50,6 +50,12 @@ def _pretrained_cfg(name: str) -> dict[str, Any]:
                 classifier="classifier", first_conv=FIRST_CONVS[name])
 
 
+def _check_global_pool(name: str, global_pool: Any) -> None:
+    if global_pool not in (None, "avg"):
+        raise ValueError(f"{name}: global_pool={global_pool!r} is not supported; the pool is always a 3D global "
+                         f"average ('avg')")
+
+
 def _init_image_model_(module: nn.Module) -> None:
     """The original's ``V3D.init_weights``: Kaiming-normal (fan_out, ReLU) weights for every 3D conv, weight 1 / bias 0
     for every BN; a conv's bias (X3D's SE fcs) keeps nn.Conv3d's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
@@ -65,15 +71,18 @@ class V3DImageModel(nn.Module):
     """A 3D backbone with an image classifier. Input images ``(N, 3, H, W)``, output logits ``(N, num_classes)``.
 
     Each image is a clip of one frame ``(N, 3, 1, H, W)`` (frames are not repeated), so only the centre temporal tap
-    of every 3D kernel sees data. Head: global average pool (per pathway for SlowFast, concatenated ``[slow, fast]``),
-    dropout, ``classifier``; X3D has ``fc1`` (432 -> 2048, bias) and ReLU before it.
+    of every 3D kernel sees data. Head, in the original's order: global average pool (per pathway for SlowFast,
+    concatenated ``[slow, fast]``), dropout (``drop_rate``), then for X3D ``fc1`` (432 -> 2048, bias) and ReLU, then
+    ``classifier``. ``global_pool`` can only be ``'avg'``.
     """
 
     def __init__(self, backbone_name: str, num_classes: int = 1000, drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, in_chans: int = 3, **backbone_overrides) -> None:
+                 drop_path_rate: float = 0.0, in_chans: int = 3, global_pool: Any = "avg",
+                 **backbone_overrides) -> None:
         super().__init__()
         if in_chans != 3:
             raise ValueError(f"{backbone_name}: only 3 input channels are supported, got in_chans={in_chans}")
+        _check_global_pool(backbone_name, global_pool)
         entry = backbone_entry(backbone_name)
         self.get_feature = create_backbone(backbone_name, drop_path_rate=drop_path_rate, **backbone_overrides)
         _init_image_model_(self.get_feature)  # the original re-initialises: no zero-init of any BN (spec section 2)
@@ -89,18 +98,18 @@ class V3DImageModel(nn.Module):
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``(N, 3, H, W)`` -> pooled features ``(N, C)``."""
+        """Images ``(N, 3, H, W)`` -> the backbone's globally pooled features ``(N, C)`` (X3D: 432, before fc1)."""
         if x.dim() != 4:
             raise ValueError(f"expected images (N, 3, H, W), got {tuple(x.shape)}")
         features = self.get_feature(x.unsqueeze(2))
         features = features if isinstance(features, tuple) else (features,)
-        pooled = torch.cat([self.pool(f).flatten(1) for f in features], dim=1)
-        if hasattr(self, "fc1"):
-            pooled = self.fc1_act(self.fc1(pooled))
-        return pooled
+        return torch.cat([self.pool(f).flatten(1) for f in features], dim=1)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pooled features -> logits; ``pre_logits`` stops before the classifier (``num_features`` wide)."""
         x = self.dropout(x)
+        if hasattr(self, "fc1"):
+            x = self.fc1_act(self.fc1(x))
         return x if pre_logits else self.classifier(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,6 +119,7 @@ class V3DImageModel(nn.Module):
         return self.classifier
 
     def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
+        _check_global_pool(type(self).__name__, global_pool)
         self.num_classes = num_classes
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
 
