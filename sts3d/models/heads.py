@@ -32,8 +32,12 @@ class I3DHead(nn.Module):
 class SlowFastHead(I3DHead):
     """Pools each pathway and classifies their concatenation in the original's order ``[fast, slow]``.
 
-    Input the backbone's ``(slow (N, C_s, ...), fast (N, C_f, ...))``; ``in_channels = C_s + C_f``.
+    Input the backbone's ``(slow (N, C_s, ...), fast (N, C_f, ...))``; ``in_channels = C_s + C_f``. Dropout
+    defaults to mmaction's 0.8 for this head (0.5 for the others); the seed's configs set 0.5.
     """
+
+    def __init__(self, num_classes: int, in_channels: int, dropout: float = 0.8, init_std: float = 0.01) -> None:
+        super().__init__(num_classes, in_channels, dropout=dropout, init_std=init_std)
 
     def forward(self, x: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         slow, fast = x

@@ -1,0 +1,67 @@
+"""The recognizer and heads against mmaction2 0.20 (the seed's fork): layer order, defaults, the model settings
+mmaction acted on, testing precision, and loading the original's fine-tuned checkpoints.
+
+Each test names the mmaction behaviour it checks (``mmaction/models/heads/{i3d,x3d,slowfast}_head.py``,
+``heads/base.py``, ``recognizers/{base,recognizer3d}.py`` of 0.20 and the seed's changes to the recognizers).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from sts3d.models import create_recognizer
+from sts3d.models.builder import build_recognizer
+from sts3d.models.heads import I3DHead, SlowFastHead, X3DHead
+
+X3D_MODEL = dict(type="Recognizer3D",
+                 backbone=dict(type="X3D", gamma_w=1, gamma_b=2.25, gamma_d=2.2, reshape_st=True),
+                 cls_head=dict(type="X3DHead", in_channels=432, num_classes=5, spatial_type="avg",
+                               dropout_ratio=0.5, fc1_bias=False),
+                 train_cfg=None,
+                 test_cfg=dict(average_clips="prob"))
+
+
+def test_i3d_head_pools_then_drops_the_pooled_features_then_classifies():
+    """I3DHead.forward: AdaptiveAvgPool3d(1) -> dropout -> view(N, -1) -> fc_cls; N(0, init_std) weight, zero bias."""
+    torch.manual_seed(0)
+    head = I3DHead(num_classes=4, in_channels=16, dropout=0.5, init_std=0.01).train()
+    assert head.fc_cls.bias.abs().sum() == 0 and 0.005 < head.fc_cls.weight.std() < 0.02
+    x = torch.randn(3, 16, 2, 3, 3)
+    torch.manual_seed(1)
+    out = head(x)
+    torch.manual_seed(1)
+    expected = head.fc_cls(nn.functional.dropout(x.mean(dim=(2, 3, 4)), 0.5, training=True))
+    torch.testing.assert_close(out, expected)
+
+
+def test_x3d_head_is_fc1_without_bias_relu_dropout_fc2():
+    """X3DHead: pool -> fc1 (432 -> 2048, bias=fc1_bias, default False) -> ReLU -> dropout -> fc2; both fcs N(0, std)."""
+    torch.manual_seed(0)
+    head = X3DHead(num_classes=4, in_channels=16, dropout=0.5).train()
+    assert head.fc1.bias is None and head.fc1.weight.shape == (2048, 16) and head.fc2.weight.shape == (4, 2048)
+    assert head.fc2.bias.abs().sum() == 0
+    x = torch.randn(3, 16, 2, 3, 3)
+    torch.manual_seed(1)
+    out = head(x)
+    torch.manual_seed(1)
+    hidden = torch.relu(x.mean(dim=(2, 3, 4)) @ head.fc1.weight.t())
+    torch.testing.assert_close(out, head.fc2(nn.functional.dropout(hidden, 0.5, training=True)))
+    assert X3DHead(4, 16, fc1_bias=True).fc1.bias is not None
+
+
+def test_slowfast_head_default_dropout_is_mmaction_0_8():
+    """SlowFastHead's ``dropout_ratio`` defaults to 0.8 in mmaction (I3DHead's and X3DHead's to 0.5)."""
+    assert SlowFastHead(num_classes=4, in_channels=8).dropout.p == 0.8
+    assert I3DHead(num_classes=4, in_channels=8).dropout.p == 0.5
+    assert X3DHead(num_classes=4, in_channels=8).dropout.p == 0.5
+    model = build_recognizer(dict(type="Recognizer3D", backbone=dict(type="ResNet3dSlowFast"),
+                                  cls_head=dict(type="SlowFastHead", num_classes=4, in_channels=2304)))
+    assert model.cls_head.dropout.p == 0.8
+
+
+def test_zero_dropout_is_no_dropout_layer():
+    """``dropout_ratio=0``: mmaction's heads build no dropout layer at all."""
+    head = SlowFastHead(num_classes=4, in_channels=8, dropout=0.0).train()
+    x = (torch.randn(2, 4, 1, 2, 2), torch.randn(2, 4, 2, 2, 2))
+    torch.testing.assert_close(head(x), head.eval()(x))
