@@ -65,3 +65,38 @@ def test_zero_dropout_is_no_dropout_layer():
     head = SlowFastHead(num_classes=4, in_channels=8, dropout=0.0).train()
     x = (torch.randn(2, 4, 1, 2, 2), torch.randn(2, 4, 2, 2, 2))
     torch.testing.assert_close(head(x), head.eval()(x))
+
+
+def test_model_settings_mmaction_acted_on_are_refused_not_ignored():
+    """Recognizer3D took ``backbone, cls_head, neck, train_cfg, test_cfg`` (anything else a TypeError); it built a
+    neck, mixed batches with ``train_cfg.blending``, returned pooled features with
+    ``test_cfg.feature_extraction=True`` and asserted ``max_testing_views`` is an int. None of these may be
+    dropped silently."""
+    build_recognizer(X3D_MODEL)
+    build_recognizer(dict(X3D_MODEL, neck=None, train_cfg=dict(),
+                          test_cfg=dict(average_clips="score", max_testing_views=6, feature_extraction=False)))
+    cases = [
+        (dict(X3D_MODEL, neck=dict(type="TPN")), "model.neck"),
+        (dict(X3D_MODEL, train_cfg=dict(blending=dict(type="MixupBlending", num_classes=5, alpha=0.2))),
+         "model.train_cfg.blending"),
+        (dict(X3D_MODEL, test_cfg=dict(average_clips="prob", feature_extraction=True)),
+         "model.test_cfg.feature_extraction"),
+        (dict(X3D_MODEL, test_cfg=dict(average_clips="prob", max_testing_views=2.5)),
+         "model.test_cfg.max_testing_views"),
+        (dict(X3D_MODEL, test_cfg=dict(average_clips="max")), "model.test_cfg.average_clips"),
+        (dict(X3D_MODEL, pretrained="x.pth"), "model: unknown key 'pretrained'"),
+    ]
+    for cfg, message in cases:
+        with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+            build_recognizer(cfg)
+
+
+def test_head_loss_cls_is_read_as_mmaction_did():
+    """BaseHead's ``loss_cls`` default is ``CrossEntropyLoss`` with ``loss_weight=1.0``, which a config may spell
+    out; another loss or weight would change the training loss, so it is refused."""
+    for loss in (dict(type="CrossEntropyLoss"), dict(type="CrossEntropyLoss", loss_weight=1.0)):
+        build_recognizer(dict(X3D_MODEL, cls_head=dict(X3D_MODEL["cls_head"], loss_cls=loss)))
+    for loss in (dict(type="CrossEntropyLoss", loss_weight=2.0), dict(type="BCELossWithLogits"),
+                 dict(type="CrossEntropyLoss", class_weight=[1.0] * 5)):
+        with pytest.raises(ValueError, match="model.cls_head.loss_cls"):
+            build_recognizer(dict(X3D_MODEL, cls_head=dict(X3D_MODEL["cls_head"], loss_cls=loss)))

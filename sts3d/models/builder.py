@@ -8,6 +8,7 @@ takes ``num_classes``, ``in_channels``, ``dropout_ratio`` and ``init_std``.
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping
 
@@ -37,11 +38,60 @@ def _without_inert(cfg: Mapping[str, Any], where: str) -> dict[str, Any]:
     return kwargs
 
 
+# what mmaction's Recognizer3D took (anything else was a TypeError); ``num_segments`` is this project's, set by the
+# engine from the pipeline
+MODEL_KEYS = ("type", "backbone", "cls_head", "neck", "train_cfg", "test_cfg", "num_segments")
+# the test_cfg keys mmaction's recognizer read; it ignored others
+TEST_CFG_KEYS = ("average_clips", "max_testing_views", "feature_extraction")
+
+
+def _check_loss(loss_cfg: Any) -> None:
+    """mmaction's head loss ``loss_cls``: only its default, ``CrossEntropyLoss`` with ``loss_weight=1.0`` (the
+    training loss is computed by the engine)."""
+    loss = dict(loss_cfg) if isinstance(loss_cfg, Mapping) else {"type": loss_cfg}
+    if (loss.pop("type", None) != "CrossEntropyLoss" or loss.pop("loss_weight", 1.0) != 1.0
+            or loss.pop("class_weight", None) is not None or loss):
+        raise ValueError(f"model.cls_head.loss_cls={loss_cfg!r} is not supported (only "
+                         "dict(type='CrossEntropyLoss', loss_weight=1.0))")
+
+
+def check_model_settings(model_cfg: Mapping[str, Any]) -> None:
+    """Refuse the recognizer settings mmaction acted on that this project does not have (a neck, batch blending,
+    feature extraction) and the values mmaction refused; warn about ``train_cfg`` / ``test_cfg`` keys nothing
+    reads, which mmaction ignored."""
+    unknown = [key for key in model_cfg if key not in MODEL_KEYS]
+    if unknown:
+        raise ValueError(f"model: unknown key {unknown[0]!r} (mmaction's Recognizer3D takes "
+                         f"{', '.join(MODEL_KEYS[:-1])})")
+    if model_cfg.get("neck") is not None:
+        raise ValueError("model.neck is not supported (only None)")
+    train_cfg = dict(model_cfg.get("train_cfg") or {})
+    if train_cfg.pop("blending", None) is not None:
+        raise ValueError("model.train_cfg.blending (mixup / cutmix of batches) is not supported")
+    if train_cfg.pop("aux_info", None):
+        raise ValueError("model.train_cfg.aux_info is not supported (only an empty list)")
+    test_cfg = dict(model_cfg.get("test_cfg") or {})
+    if test_cfg.get("average_clips", "prob") not in ("prob", "score", None):
+        raise ValueError(f"model.test_cfg.average_clips must be 'prob', 'score' or None, got "
+                         f"{test_cfg['average_clips']!r}")
+    views = test_cfg.get("max_testing_views")
+    if views is not None and (not isinstance(views, int) or isinstance(views, bool) or views < 1):
+        raise ValueError(f"model.test_cfg.max_testing_views must be a positive int, got {views!r}")
+    if test_cfg.get("feature_extraction"):
+        raise ValueError("model.test_cfg.feature_extraction=True (pooled features instead of scores) is not "
+                         "supported")
+    ignored = [f"model.train_cfg.{key}" for key in train_cfg]
+    ignored += [f"model.test_cfg.{key}" for key in test_cfg if key not in TEST_CFG_KEYS]
+    if ignored:
+        warnings.warn(f"{', '.join(ignored)}: not read by anything (mmaction ignored them too)", UserWarning)
+
+
 def build_recognizer(model_cfg: Mapping[str, Any]) -> Recognizer3D:
     """``model = dict(type='Recognizer3D', backbone=dict(...), cls_head=dict(...), test_cfg=dict(...))`` ->
-    :class:`Recognizer3D`. ``test_cfg`` is read by the tester, not here."""
+    :class:`Recognizer3D`. ``test_cfg`` is checked here and read by the tester."""
     if model_cfg.get("type", "Recognizer3D") != "Recognizer3D":
         raise ValueError(f"model.type must be 'Recognizer3D', got {model_cfg.get('type')!r}")
+    check_model_settings(model_cfg)
     backbone_cfg, head_cfg = dict(model_cfg["backbone"]), dict(model_cfg["cls_head"])
     backbone_type = backbone_cfg.get("type")
     if backbone_type not in BACKBONE_TYPES:
@@ -50,6 +100,8 @@ def build_recognizer(model_cfg: Mapping[str, Any]) -> Recognizer3D:
     if head_type not in HEAD_TYPES:
         raise ValueError(f"model.cls_head.type {head_type!r} is not one of {sorted(HEAD_TYPES)}")
     head_kwargs = _without_inert(head_cfg, "model.cls_head")
+    if "loss_cls" in head_kwargs:
+        _check_loss(head_kwargs.pop("loss_cls"))
     if "dropout_ratio" in head_kwargs:
         head_kwargs["dropout"] = head_kwargs.pop("dropout_ratio")
     with _named_settings("model.backbone"):
