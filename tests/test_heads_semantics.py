@@ -10,6 +10,8 @@ import pytest
 import torch
 from torch import nn
 
+from sts3d.checkpoint import CheckpointError
+from sts3d.engine.video_test import load_for_test, autocast_for_testing
 from sts3d.models import create_recognizer
 from sts3d.models.builder import build_recognizer
 from sts3d.models.heads import I3DHead, SlowFastHead, X3DHead
@@ -100,3 +102,46 @@ def test_head_loss_cls_is_read_as_mmaction_did():
                  dict(type="CrossEntropyLoss", class_weight=[1.0] * 5)):
         with pytest.raises(ValueError, match="model.cls_head.loss_cls"):
             build_recognizer(dict(X3D_MODEL, cls_head=dict(X3D_MODEL["cls_head"], loss_cls=loss)))
+
+
+def test_testing_autocasts_fp16_on_cuda_as_the_seeds_recognizer():
+    """The seed's ``BaseRecognizer.forward`` wraps ``forward_test`` in ``torch.cuda.amp.autocast()`` whatever the
+    config says, so its tests (and validation) ran in fp16 autocast on a GPU; on a CPU that autocast does nothing."""
+    assert autocast_for_testing({}, torch.device("cuda")) == torch.float16
+    assert autocast_for_testing({"fp16": {"loss_scale": 512.0}}, torch.device("cuda")) == torch.float16
+    assert autocast_for_testing({"fp16": {"loss_scale": 512.0}}, torch.device("cpu")) is None
+    assert autocast_for_testing({"bf16": True}, torch.device("cpu")) == torch.bfloat16
+    assert autocast_for_testing({}, torch.device("cuda"), float32=True) is None
+
+
+def _original_finetuned_file(tmp_path, model, prefix=""):
+    """A file as mmcv's ``save_checkpoint`` wrote the seed's fine-tuned models: ``meta``, ``state_dict`` (the
+    recognizer's keys, ``backbone.*`` / ``cls_head.*``) and ``optimizer``."""
+    path = tmp_path / "epoch_50.pth"
+    state = {prefix + k: v.clone() for k, v in model.state_dict().items()}
+    torch.save({"meta": {"epoch": 50, "iter": 1000, "mmcv_version": "1.4.6", "config": "model = dict()",
+                         "fp16": {"loss_scaler": {"scale": 512.0, "growth_tracker": 0}}},
+                "state_dict": state, "optimizer": {"state": {}, "param_groups": []}}, path)
+    return path
+
+
+@pytest.mark.parametrize("name, head_keys", [
+    ("x3d_s", {"cls_head.fc1.weight": (2048, 432), "cls_head.fc2.weight": (5, 2048), "cls_head.fc2.bias": (5,)}),
+    ("slowfast50_4x16", {"cls_head.fc_cls.weight": (5, 2304), "cls_head.fc_cls.bias": (5,)}),
+])
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_original_finetuned_checkpoint_loads_every_weight(tmp_path, name, head_keys, prefix):
+    """mmcv's ``load_checkpoint`` (the seed's ``test.py``) strips a leading ``module.`` and loads ``state_dict`` into
+    the recognizer, whose head keys are ``cls_head.fc_cls.*`` (I3D, SlowFast) or ``cls_head.fc1.weight`` +
+    ``cls_head.fc2.*`` (X3D)."""
+    torch.manual_seed(0)
+    source = create_recognizer(name, num_classes=5, sts=True)
+    assert {k: tuple(v.shape) for k, v in source.state_dict().items() if k.startswith("cls_head.")} == head_keys
+    path = _original_finetuned_file(tmp_path, source, prefix)
+    torch.manual_seed(1)
+    target = create_recognizer(name, num_classes=5, sts=True)
+    load_for_test(target, str(path))
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    with pytest.raises(CheckpointError, match="does not fit the config's model"):
+        load_for_test(create_recognizer(name, num_classes=7, sts=True), str(path))

@@ -162,6 +162,18 @@ def format_table(results: Mapping[str, float]) -> str:
     return f"{header}\n{'-' * len(header)}\n{values}"
 
 
+def autocast_for_testing(cfg: Mapping[str, Any], device: torch.device, float32: bool = False) -> Optional[torch.dtype]:
+    """The autocast dtype of testing (``None``: float32). The seed's recognizer ran every test forward inside
+    ``torch.cuda.amp.autocast()``, whatever the config said, so on a GPU its scores are fp16 autocast ones; on a CPU
+    that autocast does nothing. ``bf16 = True`` in the config asks for bf16 autocast on any device, and
+    ``float32`` turns autocast off."""
+    if float32:
+        return None
+    if cfg.get("bf16"):
+        return torch.bfloat16
+    return torch.float16 if device.type == "cuda" else None
+
+
 def load_for_test(model: Recognizer3D, path: str) -> None:
     """Load a fine-tuned checkpoint (ours, or an original released one); any missing or misfitting weight is an
     error, since testing a partly random network says nothing."""
@@ -183,6 +195,7 @@ class TestOptions:
     average_clips: Optional[str] = None
     fuse_conv_bn: bool = False
     topk: Sequence[int] = (1, 5)
+    float32: bool = False  # no autocast on a GPU (the seed tested in fp16 autocast there)
 
 
 OUT_FORMATS = {".json": "json", ".pkl": "pickle", ".pickle": "pickle", ".yaml": "yaml", ".yml": "yaml"}
@@ -258,7 +271,8 @@ def run_test(cfg: Mapping[str, Any], opts: TestOptions, ctx: DistContext) -> dic
     if average not in ("prob", "score"):
         raise ValueError(f"average_clips must be 'prob' or 'score' for testing, got {average!r}")
     workers = data.get("test_dataloader", {}).get("workers_per_gpu", data.get("workers_per_gpu", 2))
-    scores = predict(model, dataset, ctx, test_cfg.get("max_testing_views"), average, workers)
+    scores = predict(model, dataset, ctx, test_cfg.get("max_testing_views"), average, workers,
+                     autocast_for_testing(cfg, ctx.device, opts.float32))
     labels = [r.label for r in dataset.records]
     missing = [str(dataset.records[i].path) for i, s in enumerate(scores) if s is None]
     results = evaluate_scores(scores, labels, opts.metrics, opts.topk)
