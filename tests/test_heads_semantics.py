@@ -106,11 +106,12 @@ def test_head_loss_cls_is_read_as_mmaction_did():
 
 def test_testing_autocasts_fp16_on_cuda_as_the_seeds_recognizer():
     """The seed's ``BaseRecognizer.forward`` wraps ``forward_test`` in ``torch.cuda.amp.autocast()`` whatever the
-    config says, so its tests (and validation) ran in fp16 autocast on a GPU; on a CPU that autocast does nothing."""
+    config says, so its tests (and validation) ran in fp16 autocast on a GPU; on a CPU that autocast did nothing."""
     assert autocast_for_testing({}, torch.device("cuda")) == torch.float16
     assert autocast_for_testing({"fp16": {"loss_scale": 512.0}}, torch.device("cuda")) == torch.float16
     assert autocast_for_testing({"fp16": {"loss_scale": 512.0}}, torch.device("cpu")) is None
-    assert autocast_for_testing({"bf16": True}, torch.device("cpu")) == torch.bfloat16
+    assert autocast_for_testing({"bf16": True}, torch.device("cuda")) == torch.bfloat16
+    assert autocast_for_testing({"bf16": True}, torch.device("cpu")) is None
     assert autocast_for_testing({}, torch.device("cuda"), float32=True) is None
 
 

@@ -164,14 +164,12 @@ def format_table(results: Mapping[str, float]) -> str:
 
 def autocast_for_testing(cfg: Mapping[str, Any], device: torch.device, float32: bool = False) -> Optional[torch.dtype]:
     """The autocast dtype of testing (``None``: float32). The seed's recognizer ran every test forward inside
-    ``torch.cuda.amp.autocast()``, whatever the config said, so on a GPU its scores are fp16 autocast ones; on a CPU
-    that autocast does nothing. ``bf16 = True`` in the config asks for bf16 autocast on any device, and
+    ``torch.cuda.amp.autocast()``, whatever the config said, so on a GPU its scores are fp16 autocast ones (bf16
+    where the config says ``bf16 = True``); on a CPU that autocast did nothing, and testing is float32.
     ``float32`` turns autocast off."""
-    if float32:
+    if float32 or device.type != "cuda":
         return None
-    if cfg.get("bf16"):
-        return torch.bfloat16
-    return torch.float16 if device.type == "cuda" else None
+    return torch.bfloat16 if cfg.get("bf16") else torch.float16
 
 
 def load_for_test(model: Recognizer3D, path: str) -> None:
