@@ -27,10 +27,12 @@ demo: venv
 test: venv
 	$(PY) -m pytest -q
 
-# Every bench/*.py script, one after the other (each takes its own options; see its docstring).
+# Every bench/*.py script, one after the other (each takes its own options; see its docstring), except
+# cuda_layer.py: a program for Nsight to profile, which needs a layer shape and times nothing itself.
 bench: venv
 	@found=0; for script in bench/*.py; do \
 		[ -e "$$script" ] || continue; found=1; \
+		[ "$$script" = bench/cuda_layer.py ] && continue; \
 		echo "== $$script"; $(PY) "$$script" || exit 1; \
 	done; [ $$found = 1 ] || echo "no bench scripts yet (bench/*.py)"
 

@@ -15,14 +15,16 @@ from sts3d.models import cuda_stencil
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("shape", type=int, nargs=5, metavar=("C", "T", "H", "W", "STRIDE"))
+    # one positional per number: argparse's usage error crashes on a tuple metavar of a positional
+    for name in ("C", "T", "H", "W", "STRIDE"):
+        parser.add_argument(name, type=int)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--sts", choices=["faithful", "aligned"], help="the STS depthwise conv instead of the plain")
     parser.add_argument("--steps", type=int, default=3)
     args = parser.parse_args()
     if not cuda_stencil.available():
         raise SystemExit("no CUDA device with triton here")
-    c, t, h, w, stride = args.shape
+    c, t, h, w, stride = args.C, args.T, args.H, args.W, args.STRIDE
     x = torch.randn(args.batch, c, t, h, w, device="cuda", requires_grad=True)
     weight = torch.randn(c, 1, 3, 3, 3, device="cuda", requires_grad=True)
     for _ in range(args.steps):
