@@ -4,6 +4,7 @@ TextLoggerHook's json log. Each test names the behaviour it checks."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import pytest
@@ -238,6 +239,18 @@ def test_training_rows_carry_the_text_logger_fields(tmp_path):
         assert {"epoch", "lr", "data_time", "time", "top1_acc", "top5_acc", "loss_cls", "loss", "grad_norm"} <= set(row)
         assert row["loss"] == row["loss_cls"] and row["top5_acc"] == 1.0  # 4 classes: top-5 counts every clip
         assert all(v == round(v, 5) for v in row.values() if isinstance(v, float))
+
+
+def test_a_hook_that_is_not_a_dict_is_an_input_error_and_leaves_no_log(tmp_path):
+    """``--cfg-options log_config.hooks=[dict(type=...)]`` hands over strings: one ValueError naming the hook (the
+    CLI's one-line error), not an AttributeError, and neither a log file nor a logging handler is left behind."""
+    handlers = list(logging.getLogger().handlers)
+    for hooks, match in (("[dict(type='TensorboardLoggerHook')]", "must be a list of dict"),
+                         (["dict(type='TensorboardLoggerHook')"], "must be a list of dict"),
+                         ([dict(type="TextLoggerHook"), dict(type="MlflowLoggerHook")], "unknown hook 'Mlflow")):
+        with pytest.raises(ValueError, match=match):
+            RunLog(tmp_path, hooks, {})
+    assert list(tmp_path.iterdir()) == [] and logging.getLogger().handlers == handlers
 
 
 def test_curves_plot_the_metrics_the_evaluation_asked_for(tmp_path):

@@ -37,6 +37,13 @@ class RunLog:
 
     def __init__(self, work_dir: Path, hooks: Sequence[Mapping[str, Any]], config: Mapping[str, Any],
                  stamp: Optional[str] = None) -> None:
+        # checked before any file or handler exists, so a bad hook leaves nothing behind
+        if not isinstance(hooks, (list, tuple)) or not all(isinstance(hook, Mapping) for hook in hooks):
+            raise ValueError(f"log_config.hooks must be a list of dict(type=...), got {hooks!r} (--cfg-options "
+                             "reads dict(...) as a string; set the hooks in a config file)")
+        for hook in hooks:
+            if hook.get("type") not in HOOKS:
+                raise ValueError(f"log_config.hooks: unknown hook {hook.get('type')!r}; supported: {', '.join(HOOKS)}")
         self.work_dir = Path(work_dir)
         stamp = stamp or timestamp()
         self.text_path = self.work_dir / f"{stamp}.log"
@@ -48,9 +55,7 @@ class RunLog:
         self._tensorboard = None
         self._wandb = None
         for hook in hooks:
-            kind = hook.get("type")
-            if kind not in HOOKS:
-                raise ValueError(f"log_config.hooks: unknown hook {kind!r}; supported: {', '.join(HOOKS)}")
+            kind = hook["type"]
             if kind == "TensorboardLoggerHook":
                 self._tensorboard = self._open_tensorboard(hook)
             elif kind == "WandbLoggerHook":
