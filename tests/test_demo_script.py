@@ -136,3 +136,27 @@ def test_demo_arguments_that_cannot_work_stop_at_once(trained, tmp_path, capsys)
         assert stop.value.code == 2
     err = capsys.readouterr().err
     assert "write .mp4 or .gif" in err and "--target-resolution -1 -1: give W H" in err
+
+
+def test_demo_scores_with_the_tests_precision(trained, monkeypatch, capsys):
+    """The demo scores as tools/test.py does: the seed's recognizer autocast every test forward on a GPU, so the
+    demo asks ``autocast_for_testing`` for the device and ``--float32``, and runs the views under what it says."""
+    videos, options, checkpoint = trained
+    video = str(videos / "videos" / "val" / "circle_bottom_to_top" / "0000.mp4")
+    asked, used = [], []
+    real_scores = demo.video_scores
+
+    def spy_autocast(cfg, device, float32=False):
+        asked.append((device.type, float32))
+        return torch.bfloat16  # what a GPU would get for a bf16 config; bf16 autocast also runs on a CPU
+
+    def spy_scores(model, views, max_views, average, autocast_dtype=None, chunk=None):
+        used.append(autocast_dtype)
+        return real_scores(model, views, max_views, average, autocast_dtype, chunk)
+
+    monkeypatch.setattr(demo, "autocast_for_testing", spy_autocast)
+    monkeypatch.setattr(demo, "video_scores", spy_scores)
+    for extra in ([], ["--float32"]):
+        assert demo.main([str(CONFIG), str(checkpoint), video, "--cfg-options", *options, *extra]) == 0
+    assert asked == [("cpu", False), ("cpu", True)] and used == [torch.bfloat16, torch.bfloat16]
+    assert "1. " in capsys.readouterr().out

@@ -6,6 +6,8 @@ Each test names the mmaction behaviour it checks (``mmaction/models/heads/{i3d,x
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -113,6 +115,20 @@ def test_testing_autocasts_fp16_on_cuda_as_the_seeds_recognizer():
     assert autocast_for_testing({"bf16": True}, torch.device("cuda")) == torch.bfloat16
     assert autocast_for_testing({"bf16": True}, torch.device("cpu")) is None
     assert autocast_for_testing({}, torch.device("cuda"), float32=True) is None
+
+
+def test_test_py_float32_flag_reaches_the_tester(monkeypatch):
+    """``tools/test.py --float32`` opts out of the seed's fp16 test autocast on a GPU; without it the seed's
+    precision is kept."""
+    from sts3d.engine import video_cli
+
+    seen = []
+    monkeypatch.setattr(video_cli, "run_test", lambda cfg, opts, ctx: seen.append(opts.float32))
+    config = str(Path(__file__).resolve().parents[1]
+                 / "Spatiotemporal_Finetuning/configs/recognition/x3d/x3d_s_13x6_STS_k400_video.py")
+    for extra in ([], ["--float32"]):
+        assert video_cli.test_main([config, "unused.pth", "--device", "cpu", *extra]) == 0
+    assert seen == [False, True]
 
 
 def _original_finetuned_file(tmp_path, model, prefix=""):

@@ -34,7 +34,7 @@ from sts3d.data.pipeline import PipelineError, clip_settings, num_segments
 from sts3d.data.sampling import sample_frame_indices
 from sts3d.data.synthetic import write_mp4
 from sts3d.data.video import VideoDataset, VideoRecord, open_video, read_frames
-from sts3d.engine.video_test import load_for_test, video_scores
+from sts3d.engine.video_test import autocast_for_testing, load_for_test, video_scores
 from sts3d.models.builder import build_recognizer
 
 
@@ -69,6 +69,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="interpolation for --target-resolution (default: %(default)s)")
     parser.add_argument("--use-frames", action="store_true", help=argparse.SUPPRESS)  # mmaction's rawframes input
     parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    parser.add_argument("--float32", action="store_true",
+                        help="score in float32 on a GPU (the seed's test forwards ran in fp16 autocast there)")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override config settings, as tools/test.py does")
     args = parser.parse_args(argv)
@@ -189,7 +191,8 @@ def run(args: argparse.Namespace) -> None:
     load_for_test(model, args.checkpoint)
     model.to(args.device).eval()
     max_views = (cfg["model"].get("test_cfg") or {}).get("max_testing_views")
-    scores = video_scores(model, views, max_views, "prob")
+    autocast = autocast_for_testing(cfg, torch.device(args.device), args.float32)
+    scores = video_scores(model, views, max_views, "prob", autocast)
     top = torch.topk(scores, min(args.top_k, num_classes))
     print(f"{args.video}: {len(views)} views")
     for rank, (score, label) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):

@@ -69,6 +69,8 @@ def test_parser() -> argparse.ArgumentParser:
     parser.add_argument("--average-clips", choices=["prob", "score"], default=None,
                         help="average softmax probabilities or raw scores over views (default: the config's)")
     parser.add_argument("--fuse-conv-bn", action="store_true", help="fold BN into convs (slightly faster)")
+    parser.add_argument("--float32", action="store_true",
+                        help="score in float32 on a GPU (the seed's test forwards ran in fp16 autocast there)")
     parser.add_argument("--gpu-collect", action="store_true", help=argparse.SUPPRESS)  # seed flag; gathering is
     parser.add_argument("--tmpdir", help=argparse.SUPPRESS)                            # always in memory here
     _common(parser)
@@ -179,7 +181,7 @@ def test_main(argv: Optional[list[str]] = None) -> int:
     def job(ctx: DistContext) -> None:
         cfg = load_config(args.config, args.cfg_options)
         metrics, topk = _metric_settings(dict(cfg.get("eval_config") or {}), args)
-        run_test(cfg, TestOptions(args.checkpoint, metrics, args.out, args.average_clips, args.fuse_conv_bn, topk),
-                 ctx)
+        run_test(cfg, TestOptions(args.checkpoint, metrics, args.out, args.average_clips, args.fuse_conv_bn, topk,
+                                  args.float32), ctx)
 
     return _run(job, args)
