@@ -160,3 +160,13 @@ def test_demo_scores_with_the_tests_precision(trained, monkeypatch, capsys):
         assert demo.main([str(CONFIG), str(checkpoint), video, "--cfg-options", *options, *extra]) == 0
     assert asked == [("cpu", False), ("cpu", True)] and used == [torch.bfloat16, torch.bfloat16]
     assert "1. " in capsys.readouterr().out
+
+
+def test_demo_device_defaults_to_the_gpu_when_there(monkeypatch):
+    """mmaction's demo defaulted to ``cuda:0``; without a GPU the demo still runs, on the CPU."""
+    argv = ["clip.mp4", str(CONFIG), "model.pth"]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert demo.parse_args(argv).device == "cuda:0"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert demo.parse_args(argv).device == "cpu"
+    assert demo.parse_args([*argv, "--device", "cuda:1"]).device == "cuda:1"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Classify one video with a fine-tuned recognizer:
 ``python demo/demo.py VIDEO CONFIG CHECKPOINT [--label-map FILE] [--top-k 5] [--out-image strip.png]
-[--out-filename labelled.mp4] [--device cpu] [--cfg-options k=v ...]``, or in mmaction's order,
+[--out-filename labelled.mp4] [--device cuda:0] [--float32] [--cfg-options k=v ...]``, or in mmaction's order,
 ``python demo/demo.py CONFIG CHECKPOINT VIDEO [LABEL_FILE] [--out-filename out.mp4] [--fps 30] [--font-scale 0.5]
 [--font-color white] [--target-resolution W H] [--resize-algorithm bicubic]``.
 
@@ -68,7 +68,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--resize-algorithm", default="bicubic", choices=sorted(RESIZE_ALGORITHMS),
                         help="interpolation for --target-resolution (default: %(default)s)")
     parser.add_argument("--use-frames", action="store_true", help=argparse.SUPPRESS)  # mmaction's rawframes input
-    parser.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    # mmaction's demo defaulted to cuda:0; a machine without a GPU still runs it, on the CPU
+    parser.add_argument("--device", default="cuda:0" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default: cuda:0 when a GPU is there, else cpu)")
     parser.add_argument("--float32", action="store_true",
                         help="score in float32 on a GPU (the seed's test forwards ran in fp16 autocast there)")
     parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
