@@ -155,13 +155,19 @@ def _list_item(items: list, part: str, where: str) -> Any:
     return items[_list_index(items, part, where)]
 
 
-def dump_config(cfg: dict, path: Union[str, Path]) -> Path:
-    """Write the resolved config as a Python file that :func:`load_config` reads back to the same settings."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def format_config(cfg: dict) -> str:
+    """The resolved config as the text of a Python file that :func:`load_config` reads back to the same settings
+    (``filename``, which :func:`load_config` sets, is left out)."""
     lines = [f"# resolved config written by sts3d from {cfg.get('filename', '?')}"]
     for key, value in to_plain(cfg).items():
         if key != "filename":
             lines.append(f"{key} = {pprint.pformat(value, width=110, sort_dicts=False)}")
-    path.write_text("\n".join(lines) + "\n")
+    return "\n".join(lines) + "\n"
+
+
+def dump_config(cfg: dict, path: Union[str, Path]) -> Path:
+    """Write :func:`format_config`'s text to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(format_config(cfg))
     return path

@@ -1,5 +1,6 @@
-"""tools/analysis: analyze_logs.py (curves and training time of a json log) and eval_metric.py (metrics of saved
-scores), run as a user runs them, on logs and score files written to disk."""
+"""tools/analysis: analyze_logs.py (curves and training time of a json log), eval_metric.py (metrics of saved
+scores) and print_config.py (the resolved config), run as a user runs them, on logs, score files and configs written
+to disk."""
 from __future__ import annotations
 
 import json
@@ -10,11 +11,12 @@ import numpy as np
 import pytest
 import yaml
 
+from sts3d.config import load_config
 from sts3d.engine.log_analysis import key_curves, load_json_log, train_time
 from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
 from sts3d.engine.video_cli import eval_metric_main
 
-from finetune_helpers import analysis_tool
+from finetune_helpers import CONFIGS, TOOLS, analysis_tool, run_tool
 
 
 def _write_log(path, times=((0.9, 0.2, 0.2), (0.5, 0.3, 0.4))):
@@ -127,3 +129,25 @@ def test_eval_metric_bad_input_is_one_line(scored, tmp_path, capsys):
     assert "is not allowed in a scores file" in capsys.readouterr().err
     assert eval_metric_main([str(config), str(tmp_path / "r.txt")]) == 2
     assert "the extension must be one of" in capsys.readouterr().err
+
+
+def test_print_config_output_loads_back_to_the_same_settings(tmp_path, capsys):
+    config = CONFIGS / "x3d" / "x3d_s_13x6_STS_k400_video.py"  # three _base_ files
+    overrides = ["model.cls_head.num_classes=7", "data.test.ann_file=my list.txt", "total_epochs=3"]
+    done = run_tool(str(TOOLS / "analysis" / "print_config.py"), str(config), "--cfg-options", *overrides,
+                    cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    saved = tmp_path / "resolved.py"
+    saved.write_text(done.stdout)  # what `print_config.py CONFIG > resolved.py` leaves
+    again, expected = load_config(saved), load_config(config, overrides)
+    assert {k: v for k, v in again.items() if k != "filename"} == {k: v for k, v in expected.items()
+                                                                    if k != "filename"}
+    assert again.model.cls_head.num_classes == 7 and again.data.test.ann_file == "my list.txt"
+    assert again.optimizer.type == "SGD"  # from a _base_ file
+    # mmaction's flag name for the overrides works too
+    tool = analysis_tool("print_config")
+    assert tool.print_config_main([str(config), "--options", "total_epochs=4"]) == 0
+    assert "\ntotal_epochs = 4\n" in capsys.readouterr().out
+    # a config that cannot be read is one line, status 2
+    missing = run_tool(str(TOOLS / "analysis" / "print_config.py"), str(tmp_path / "nope.py"), cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: config file not found: {tmp_path / 'nope.py'}"

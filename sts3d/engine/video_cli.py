@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..checkpoint import CheckpointError
-from ..config import ConfigError, apply_options, load_config, merge
+from ..config import ConfigError, apply_options, format_config, load_config, merge
 from ..data.pipeline import PipelineError
 from ..data.video import AnnotationError, read_annotations
 from .distributed import DistContext, init_distributed, shutdown_distributed
@@ -166,6 +166,24 @@ def eval_metric_main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"{results['num_videos']} of {len(scores)} videos scored\n{format_table(results)}")
+    return 0
+
+
+def print_config_main(argv: Optional[list[str]] = None) -> int:
+    """``tools/analysis/print_config.py``: the config as training resolves it (``_base_`` files merged, overrides
+    applied), printed as the Python file a run writes into its work dir, so the output can be saved and used."""
+    parser = argparse.ArgumentParser(description="Print the resolved config (inheritance and overrides applied).",
+                                     allow_abbrev=False)
+    parser.add_argument("config", help="config file (.py)")
+    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE", help="override config settings")
+    parser.add_argument("--options", nargs="+", default=None, help=argparse.SUPPRESS)  # mmaction's name for them
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, [*(args.options or ()), *args.cfg_options])
+    except ConfigError as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(format_config(cfg), end="")
     return 0
 
 
