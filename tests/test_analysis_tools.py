@@ -1,6 +1,6 @@
 """tools/analysis: analyze_logs.py (curves and training time of a json log), eval_metric.py (metrics of saved
-scores) and print_config.py (the resolved config), run as a user runs them, on logs, score files and configs written
-to disk."""
+scores), report_accuracy.py (fused scores of several models) and print_config.py (the resolved config), run as a user
+runs them, on logs, score files and configs written to disk."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import yaml
 from sts3d.config import load_config
 from sts3d.engine.log_analysis import key_curves, load_json_log, train_time
 from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
-from sts3d.engine.video_cli import eval_metric_main
+from sts3d.engine.video_cli import eval_metric_main, report_accuracy_main
 
 from finetune_helpers import CONFIGS, TOOLS, analysis_tool, run_tool
 
@@ -151,3 +151,86 @@ def test_print_config_output_loads_back_to_the_same_settings(tmp_path, capsys):
     # a config that cannot be read is one line, status 2
     missing = run_tool(str(TOOLS / "analysis" / "print_config.py"), str(tmp_path / "nope.py"), cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: config file not found: {tmp_path / 'nope.py'}"
+
+
+def _fused_expected(models, coefficients, labels, softmax):
+    """What report_accuracy.py should print for ``models`` (lists of per-video scores, None where undecoded),
+    computed here without the tool's code: the videos every model scored, weighted sums, the project's metrics."""
+    kept = [v for v in range(len(labels)) if all(m[v] is not None for m in models)]
+    fused = 0
+    for model, c in zip(models, coefficients):
+        rows = np.array([model[v] for v in kept], dtype=np.float64)
+        if softmax:
+            rows = np.exp(rows) / np.exp(rows).sum(1, keepdims=True)
+        fused = fused + c * rows
+    truth = [labels[v] for v in kept]
+    top1, top5 = top_k_accuracy(fused, truth, (1, 5))
+    return [f"{len(kept)} of {len(labels)} videos scored",
+            f"Mean Class Accuracy: {mean_class_accuracy(fused, truth):.4f}",
+            f"Top 1 Accuracy: {top1:.4f}", f"Top 5 Accuracy: {top5:.4f}"]
+
+
+@pytest.fixture()
+def fusion_files(tmp_path):
+    """Scores of 10 videos over 7 classes from three models, written as an mmaction .pkl, our .json and our .yaml
+    (video 2 undecodable for the json's model, video 7 for the yaml's), and a rawframes-style datalist."""
+    rng = np.random.default_rng(1)
+    labels = [0, 1, 2, 3, 4, 5, 6, 0, 1, 2]
+    models = [(rng.normal(size=(10, 7)) * 3).tolist() for _ in range(3)]
+    models[1][2] = None
+    models[2][7] = None
+    pkl, json_file, yaml_file = tmp_path / "rgb.pkl", tmp_path / "other.json", tmp_path / "third.yaml"
+    with open(pkl, "wb") as file:
+        pickle.dump([np.asarray(s, dtype=np.float32) for s in models[0]], file)
+    models[0] = [np.float32(s).tolist() for s in models[0]]  # what the file holds
+    json_file.write_text(json.dumps(models[1]))
+    yaml_file.write_text(yaml.safe_dump(models[2]))
+    datalist = tmp_path / "val.txt"  # mmaction's lists end with the label, after a path (and a frame count)
+    datalist.write_text("".join(f"video_{v} 300 {label}\n" for v, label in enumerate(labels)))
+    return [pkl, json_file, yaml_file], models, labels, datalist
+
+
+def test_report_accuracy_fuses_the_files_as_mmaction(fusion_files, tmp_path, capsys):
+    files, models, labels, datalist = fusion_files
+    done = run_tool(str(TOOLS / "analysis" / "report_accuracy.py"), "--scores", *map(str, files), "--coefficients",
+                    "1", "0.5", "2", "--datalist", str(datalist), "--apply-softmax", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == _fused_expected(models, [1, 0.5, 2], labels, softmax=True)
+    # without --apply-softmax the raw scores are summed; without --coefficients each file weighs 1
+    assert report_accuracy_main(["--scores", *map(str, files[:2]), "--datalist", str(datalist)]) == 0
+    raw = capsys.readouterr().out.splitlines()
+    assert raw == _fused_expected(models[:2], [1, 1], labels, softmax=False)
+    assert raw != _fused_expected(models[:2], [1, 1], labels, softmax=True)
+
+
+def test_report_accuracy_bad_input_is_one_line(fusion_files, tmp_path, capsys):
+    files, models, labels, datalist = fusion_files
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps(models[1][:9]))
+    narrow = tmp_path / "narrow.json"
+    narrow.write_text(json.dumps([None if s is None else s[:6] for s in models[1]]))
+    nulls = tmp_path / "nulls.json"
+    nulls.write_text(json.dumps([None] * 10))
+    bad_line = tmp_path / "bad.txt"
+    bad_line.write_text("a 0\nb 1\nc\n")
+    high = tmp_path / "high.txt"
+    high.write_text(datalist.read_text().replace("video_4 300 4", "video_4 300 7"))
+    scores = ["--scores", str(files[0]), str(files[1])]
+    for argv, message in (
+            ([*scores, "--coefficients", "1", "1", "1", "--datalist", str(datalist)],
+             "--coefficients has 3 values for 2 score files"),
+            (["--scores", str(files[0]), str(short), "--datalist", str(datalist)],
+             f"{short} has scores of 9 videos, {files[0]} of 10"),
+            (["--scores", str(files[0]), str(narrow), "--datalist", str(datalist)],
+             f"{narrow}: video 0 has 6 class scores, other videos 7"),
+            ([*scores, "--datalist", str(bad_line)], f"{bad_line}:3: expected 'relative/path label'"),
+            ([*scores, "--datalist", str(tmp_path / "val_short.txt")], "annotation file not found"),
+            ([*scores, "--datalist", str(high)], f"{high}:5: label 7 is outside the 7 classes scored"),
+            (["--scores", str(files[0]), str(nulls), "--datalist", str(datalist)],
+             "no video has scores in every score file")):
+        assert report_accuracy_main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and message in err, err
+    (tmp_path / "val_short.txt").write_text("".join(datalist.read_text().splitlines(keepends=True)[:8]))
+    assert report_accuracy_main([*scores, "--datalist", str(tmp_path / "val_short.txt")]) == 2
+    assert "the score files have scores of 10 videos" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from ..config import ConfigError, apply_options, format_config, load_config, mer
 from ..data.pipeline import PipelineError
 from ..data.video import AnnotationError, read_annotations
 from .distributed import DistContext, init_distributed, shutdown_distributed
+from .fusion import fuse_scores
 from .logs import setup_logging
 from .video_test import (METRICS, TestOptions, evaluate_scores, evaluation_settings, format_table, read_scores,
                          run_test)
@@ -166,6 +167,48 @@ def eval_metric_main(argv: Optional[list[str]] = None) -> int:
         print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2
     print(f"{results['num_videos']} of {len(scores)} videos scored\n{format_table(results)}")
+    return 0
+
+
+def report_accuracy_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description="Fuse several models' per-video scores (a weighted sum) and "
+                                                 "report the accuracy of the fused scores.", allow_abbrev=False)
+    parser.add_argument("--scores", nargs="+", type=Path, required=True,
+                        help="test.py --out files of the models (.json, .pkl or .yaml, ours or mmaction's), in the "
+                             "order of --datalist")
+    parser.add_argument("--coefficients", nargs="+", type=float, default=None,
+                        help="weight of each score file (default: 1 each)")
+    parser.add_argument("--datalist", type=Path, required=True,
+                        help="the test list: one video a line, its label the last field")
+    parser.add_argument("--apply-softmax", action="store_true", help="softmax each model's scores before fusing")
+    return parser
+
+
+def report_accuracy_main(argv: Optional[list[str]] = None) -> int:
+    """``tools/analysis/report_accuracy.py``: mmaction's late fusion of score files, with its printout."""
+    args = report_accuracy_parser().parse_args(argv)
+    coefficients = args.coefficients if args.coefficients is not None else [1.0] * len(args.scores)
+    try:
+        records = read_annotations(args.datalist)
+        fused = fuse_scores([read_scores(path) for path in args.scores], coefficients, args.apply_softmax,
+                            [str(path) for path in args.scores])
+        if len(fused) != len(records):
+            raise ValueError(f"the score files have scores of {len(fused)} videos, {args.datalist} lists "
+                             f"{len(records)}")
+        classes = next((len(s) for s in fused if s is not None), None)
+        if classes is None:
+            raise ValueError("no video has scores in every score file")
+        for record in records:
+            if record.label >= classes:
+                raise ValueError(f"{record.source}: label {record.label} is outside the {classes} classes scored")
+        results = evaluate_scores(fused, [r.label for r in records])
+    except INPUT_ERRORS as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(f"{results['num_videos']} of {len(fused)} videos scored")
+    print(f"Mean Class Accuracy: {results['mean_class_accuracy']:.04f}")
+    print(f"Top 1 Accuracy: {results['top1_acc']:.04f}")
+    print(f"Top 5 Accuracy: {results['top5_acc']:.04f}")
     return 0
 
 
