@@ -9,6 +9,8 @@ classifier's 1000 classes never fit a video head), and a load where no backbone 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,3 +195,23 @@ def save_checkpoint(checkpoint: Mapping[str, Any], path: Union[str, Path]) -> No
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(dict(checkpoint), tmp)
     tmp.replace(path)
+
+
+def publish_checkpoint(in_file: Union[str, Path], out_file: Union[str, Path]) -> Path:
+    """mmaction's ``publish_model.py``: ``in_file`` without its ``optimizer`` state (only resuming needs it, and it
+    is most of a training checkpoint's size), written as ``<out_file without .pth>-<sha256[:8]>.pth``, the hash
+    being the written file's, so ``sha256sum`` checks a download against its name. Returns that path."""
+    checkpoint = read_checkpoint(in_file)
+    if not extract_state_dict(checkpoint):
+        raise CheckpointError(f"{in_file}: holds no weights to publish")
+    checkpoint.pop("optimizer", None)
+    buffer = io.BytesIO()
+    torch.save(checkpoint, buffer)
+    data = buffer.getvalue()
+    out = str(out_file)
+    final = Path(f"{out[:-len('.pth')] if out.endswith('.pth') else out}-{hashlib.sha256(data).hexdigest()[:8]}.pth")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(final)  # as save_checkpoint: an interrupted run leaves no half-written file under the final name
+    return final

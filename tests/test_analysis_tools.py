@@ -1,22 +1,29 @@
 """tools/analysis: analyze_logs.py (curves and training time of a json log), eval_metric.py (metrics of saved
-scores), report_accuracy.py (fused scores of several models) and print_config.py (the resolved config), run as a user
-runs them, on logs, score files and configs written to disk."""
+scores), report_accuracy.py (fused scores of several models) and print_config.py (the resolved config), and
+tools/publish_model.py, run as a user runs them, on logs, score files, configs and checkpoints written to disk."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
+from sts3d.checkpoint import read_checkpoint, save_checkpoint
 from sts3d.config import load_config
+from sts3d.data.pipeline import num_segments
 from sts3d.engine.log_analysis import key_curves, load_json_log, train_time
 from sts3d.engine.metrics import mean_class_accuracy, top_k_accuracy
 from sts3d.engine.video_cli import eval_metric_main, report_accuracy_main
+from sts3d.engine.video_cli import test_main as run_test_tool
+from sts3d.models.builder import build_recognizer
 
-from finetune_helpers import CONFIGS, TOOLS, analysis_tool, run_tool
+from finetune_helpers import CONFIGS, TOOLS, analysis_tool, run_tool, tiny_config, tiny_videos
 
 
 def _write_log(path, times=((0.9, 0.2, 0.2), (0.5, 0.3, 0.4))):
@@ -234,3 +241,44 @@ def test_report_accuracy_bad_input_is_one_line(fusion_files, tmp_path, capsys):
     (tmp_path / "val_short.txt").write_text("".join(datalist.read_text().splitlines(keepends=True)[:8]))
     assert report_accuracy_main([*scores, "--datalist", str(tmp_path / "val_short.txt")]) == 2
     assert "the score files have scores of 10 videos" in capsys.readouterr().err
+
+
+def test_publish_model_drops_the_optimizer_and_still_tests(tmp_path, capsys):
+    """A stage-2 checkpoint as training writes it (weights, meta with a NumPy score as mmcv's, optimizer state after
+    a step), published with the script, then tested: the scores equal the unpublished checkpoint's."""
+    cfg = tiny_config(tmp_path / "x3d.py", "x3d/x3d_s_13x6_STS_k400_video.py", tiny_videos(tmp_path / "videos"))
+    config = load_config(cfg)
+    model = build_recognizer({**config.model, "num_segments": num_segments(config.data.test.pipeline)})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(2, 3, 4, 32, 32)).sum().backward()
+    optimizer.step()
+    meta = {"epoch": 1, "iter": 6, "seed": 0, "best_score": np.float64(0.5)}
+    trained = tmp_path / "work" / "epoch_1.pth"
+    save_checkpoint({"meta": meta, "state_dict": model.state_dict(), "optimizer": optimizer.state_dict()}, trained)
+
+    done = run_tool(str(TOOLS / "publish_model.py"), str(trained), "release/x3d_tiny.pth", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    published = tmp_path / done.stdout.strip()
+    assert re.fullmatch(r"x3d_tiny-[0-9a-f]{8}\.pth", published.name) and published.parent == tmp_path / "release"
+    assert hashlib.sha256(published.read_bytes()).hexdigest()[:8] == published.name[-12:-4]
+    assert sorted(p.name for p in published.parent.iterdir()) == [published.name]  # no OUT_FILE, no temporary
+    assert published.stat().st_size < trained.stat().st_size
+    loaded = read_checkpoint(published)
+    assert set(loaded) == {"meta", "state_dict"} and loaded["meta"] == meta
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded["state_dict"][key], value, rtol=0, atol=0)
+    outs = []
+    for checkpoint in (trained, published):
+        outs.append(tmp_path / f"{checkpoint.stem}.json")
+        assert run_test_tool([str(cfg), str(checkpoint), "--out", str(outs[-1]), "--device", "cpu"]) == 0
+    assert json.loads(outs[0].read_text()) == json.loads(outs[1].read_text())
+    capsys.readouterr()
+
+    # a missing file or one without weights is one line, status 2
+    tool = TOOLS / "publish_model.py"
+    missing = run_tool(str(tool), str(tmp_path / "nope.pth"), "x.pth", cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.strip() == f"error: checkpoint not found: {tmp_path / 'nope.pth'}"
+    empty = tmp_path / "empty.pth"
+    torch.save({"meta": meta}, empty)
+    done = run_tool(str(tool), str(empty), "x.pth", cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == f"error: {empty}: holds no weights to publish"

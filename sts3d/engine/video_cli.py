@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..checkpoint import CheckpointError
+from ..checkpoint import CheckpointError, publish_checkpoint
 from ..config import ConfigError, apply_options, format_config, load_config, merge
 from ..data.pipeline import PipelineError
 from ..data.video import AnnotationError, read_annotations
@@ -209,6 +209,22 @@ def report_accuracy_main(argv: Optional[list[str]] = None) -> int:
     print(f"Mean Class Accuracy: {results['mean_class_accuracy']:.04f}")
     print(f"Top 1 Accuracy: {results['top1_acc']:.04f}")
     print(f"Top 5 Accuracy: {results['top5_acc']:.04f}")
+    return 0
+
+
+def publish_model_main(argv: Optional[list[str]] = None) -> int:
+    """``tools/publish_model.py``: a checkpoint without its optimizer state, named with its hash, as mmaction's."""
+    parser = argparse.ArgumentParser(description="Drop a checkpoint's optimizer state and save it as "
+                                                 "OUT_FILE-<first 8 hex digits of its sha256>.pth.", allow_abbrev=False)
+    parser.add_argument("in_file", help="checkpoint to publish (epoch_<n>.pth, best_*.pth, ...)")
+    parser.add_argument("out_file", help="output name; a trailing .pth makes way for -<sha256[:8]>.pth")
+    args = parser.parse_args(argv)
+    try:
+        final = publish_checkpoint(args.in_file, args.out_file)
+    except (CheckpointError, OSError) as error:  # OSError: a missing input, an unwritable output folder
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(final)
     return 0
 
 
