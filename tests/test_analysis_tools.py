@@ -125,6 +125,10 @@ def test_eval_metric_bad_input_is_one_line(scored, tmp_path, capsys):
     short.write_text(json.dumps(scores[:4].tolist()))
     assert eval_metric_main([str(config), str(short)]) == 2
     assert "has scores of 4 videos" in capsys.readouterr().err
+    nulls = tmp_path / "nulls.json"
+    nulls.write_text(json.dumps([None] * 6))
+    assert eval_metric_main([str(config), str(nulls)]) == 2
+    assert f"{nulls} has no scores: every entry is null" in capsys.readouterr().err
 
     class Payload:  # a pickle that would run a command when loaded
         def __reduce__(self):
