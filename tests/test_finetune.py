@@ -314,6 +314,19 @@ def test_unreadable_videos_are_skipped_and_counted(videos, tmp_path, capsys):
     scores = json.loads(out.read_text())
     assert len(scores) == 11 and scores[8:] == [None, None, None] and all(s is not None for s in scores[:8])
     assert "8 of 11 videos scored" in capsys.readouterr().out
+    # no video decodable at all: one error line and status 2, not a traceback
+    (tmp_path / "bad.txt").write_text(bad)
+    assert run_test_tool([str(cfg), str(tmp_path / "work" / "epoch_1.pth"),
+                          "--cfg-options", f"data.test.ann_file={tmp_path / 'bad.txt'}"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].strip().startswith("error: no video of the test set could be decoded")
+    # the same in validation: the epoch is kept (saved, unvalidated), not lost to an error
+    assert train_main([str(cfg), "--work-dir", str(tmp_path / "work_val"), "--seed", "0", "--validate",
+                       "--cfg-options", f"data.val.ann_file={tmp_path / 'bad.txt'}"]) == 0
+    log = next((tmp_path / "work_val").glob("*.log")).read_text()
+    assert "epoch 1 not validated: no video of the validation set could be decoded" in log
+    assert (tmp_path / "work_val" / "epoch_1.pth").is_file() and not list((tmp_path / "work_val").glob("best_*"))
 
 
 def test_a_checkpoint_of_another_model_is_one_clear_error(x3d_run, videos, tmp_path, capsys):

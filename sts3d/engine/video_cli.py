@@ -162,7 +162,7 @@ def eval_metric_main(argv: Optional[list[str]] = None) -> int:
         if len(scores) != len(labels):
             raise ValueError(f"{args.results} has scores of {len(scores)} videos, "
                              f"{cfg['data']['test']['ann_file']} lists {len(labels)}")
-        if all(s is None for s in scores):  # evaluate_scores' RuntimeError would be a traceback here
+        if all(s is None for s in scores):  # say which file, rather than evaluate_scores' generic error
             raise ValueError(f"{args.results} has no scores: every entry is null (no video could be decoded)")
         results = evaluate_scores(scores, labels, metrics, topk)
     except INPUT_ERRORS as error:

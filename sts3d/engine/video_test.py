@@ -133,7 +133,7 @@ def evaluate_scores(scores: Sequence[Optional[Sequence[float]]], labels: Sequenc
     scores, in the order of ``metrics``, as mmaction named them."""
     kept = [i for i, s in enumerate(scores) if s is not None]
     if not kept:
-        raise RuntimeError("no video of the test set could be decoded")
+        raise ValueError("no video of the test set could be decoded: nothing to score")
     matrix = np.asarray([scores[i] for i in kept])
     truth = [labels[i] for i in kept]
     results: dict[str, float] = {}

@@ -666,13 +666,19 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
     best_key = evaluation.best_key()
     labels = [r.label for r in val_set.records] if val_set is not None else []
 
-    def validate(done: int) -> None:
-        """Validate after 1-based epoch ``done``, log it, keep the best checkpoint (mmcv's EvalHook)."""
+    def validate(done: int) -> bool:
+        """Validate after 1-based epoch ``done``, log it, keep the best checkpoint (mmcv's EvalHook); ``False``
+        when no validation video could be decoded."""
         nonlocal best, val_metrics
         if evaluation.broadcast_bn:
             broadcast_bn_buffers(model, ctx)
         scores = predict(model, val_set, ctx, test_cfg.get("max_testing_views"), average,
                          int(data.get("workers_per_gpu", 2)), precision.dtype, f"val {done}")
+        if all(s is None for s in scores):  # stopping here would lose the epoch: it is saved, unvalidated
+            if ctx.primary:
+                logger.warning("epoch %d not validated: no video of the validation set could be decoded", done)
+            val_metrics = {}
+            return False
         val_metrics = evaluate_scores(scores, labels, evaluation.metrics, evaluation.topk)
         # every process holds the gathered scores, so all agree on the best (--test-best tests it everywhere)
         previous = best
@@ -690,6 +696,7 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
                     (work_dir / best_file(previous[0], int(previous[2]))).unlink(missing_ok=True)
                 save_checkpoint(_checkpoint(trainer, cfg, done, iteration, best, seed),
                                 work_dir / best_file(best[0], done))
+        return True
 
     # mmcv's EvalHook with `start`: a run that begins at or after `start` first validates the weights it starts from
     if val_set is not None and evaluation.start is not None and start_epoch >= evaluation.start \
@@ -708,7 +715,7 @@ def train(cfg: Mapping[str, Any], opts: TrainOptions, ctx: DistContext) -> dict[
                 logger.info("precise-BN: statistics averaged over %d batches", used)
         validated = val_set is not None and evaluation.due(done)
         if validated:
-            validate(done)
+            validated = validate(done)
         if ctx.primary:
             state = _checkpoint(trainer, cfg, done, iteration, best, seed)
             save_checkpoint(state, work_dir / LATEST)
