@@ -15,6 +15,11 @@ import argparse
 import sys
 from pathlib import Path
 
+try:
+    import sts3d  # noqa: F401  (installed with pip install -e .)
+except ImportError:  # a checkout that was not installed: use the library beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
 from sts3d.engine.log_analysis import LogError, load_json_log, plot_curves, train_time
 
 

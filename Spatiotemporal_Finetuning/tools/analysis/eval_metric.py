@@ -4,6 +4,12 @@
 [--eval-options topk='(1,3,5)']``. The scores are a ``test.py --out`` file (.json, .pkl or .yaml, ours or
 mmaction's), in the order of the config's ``data.test.ann_file``, which gives the labels."""
 import sys
+from pathlib import Path
+
+try:
+    import sts3d  # noqa: F401  (installed with pip install -e .)
+except ImportError:  # a checkout that was not installed: use the library beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from sts3d.engine.video_cli import eval_metric_main
 

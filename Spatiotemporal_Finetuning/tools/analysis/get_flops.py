@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+try:
+    import sts3d  # noqa: F401  (installed with pip install -e .)
+except ImportError:  # a checkout that was not installed: use the library beside this script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from sts3d.flops import add_count_arguments, counted_what, measure, parse_shape, resolve_model
 from sts3d.models import list_backbones
