@@ -15,7 +15,7 @@ from ..data.video import AnnotationError
 from ..models.image import IMAGE_MODELS
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .image_train import AMP_DTYPES, TrainingError, UsageError, evaluate, train
-from .logs import setup_logging
+from .logs import print_error, setup_logging
 
 MODELS = sorted(IMAGE_MODELS)
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "plateau")
@@ -167,9 +167,8 @@ def run(function: Callable[[argparse.Namespace, DistContext], object], args: arg
     setup_logging(ctx.primary)
     try:
         function(args, ctx)
-    except INPUT_ERRORS as error:  # the first line says it; a load report's key list would bury it
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as error:
+        return print_error(error)
     finally:
         shutdown_distributed()
     return 0

@@ -26,6 +26,14 @@ def setup_logging(primary: bool) -> None:
                         stream=sys.stderr, force=True)
 
 
+def print_error(error: BaseException) -> int:
+    """Report an input error as one ``error: ...`` line on stderr (its first line: a load report's key list would
+    bury it; the type's name when it has no message) and return the command-line status for it, 2."""
+    text = str(error)
+    print(f"error: {text.splitlines()[0] if text else type(error).__name__}", file=sys.stderr)
+    return 2
+
+
 def progress_bar(total: int, description: str, enabled: bool, unit: str = "img") -> tqdm:
     """A bar counting ``unit`` (images, clips, videos), so its rate is per second and its ETA the rest of the
     pass. Off a terminal (log files) it redraws every 30 s instead of continuously."""

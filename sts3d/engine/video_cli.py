@@ -19,7 +19,7 @@ from ..data.pipeline import PipelineError
 from ..data.video import AnnotationError, read_annotations
 from .distributed import DistContext, init_distributed, shutdown_distributed
 from .fusion import fuse_scores
-from .logs import setup_logging
+from .logs import print_error, setup_logging
 from .video_test import (METRICS, TestOptions, evaluate_scores, evaluation_settings, format_table, read_scores,
                          run_test)
 from .video_train import EVAL_HOOK_KEYS, TrainOptions, TrainingError, train
@@ -105,10 +105,8 @@ def _run(function: Callable[[DistContext], object], args: argparse.Namespace) ->
             # the loader logs each skipped video (console and the run's log): once, without a Python warning too
             warnings.filterwarnings("ignore", message="skipping unreadable video", category=RuntimeWarning)
             function(ctx)
-    except INPUT_ERRORS as error:  # the first line says it; a load report's key list would bury it
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"error: {text}", file=sys.stderr)
-        return 2
+    except INPUT_ERRORS as error:
+        return print_error(error)
     finally:
         shutdown_distributed()
     return 0
@@ -166,8 +164,7 @@ def eval_metric_main(argv: Optional[list[str]] = None) -> int:
             raise ValueError(f"{args.results} has no scores: every entry is null (no video could be decoded)")
         results = evaluate_scores(scores, labels, metrics, topk)
     except INPUT_ERRORS as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return print_error(error)
     print(f"{results['num_videos']} of {len(scores)} videos scored\n{format_table(results)}")
     return 0
 
@@ -205,8 +202,7 @@ def report_accuracy_main(argv: Optional[list[str]] = None) -> int:
                 raise ValueError(f"{record.source}: label {record.label} is outside the {classes} classes scored")
         results = evaluate_scores(fused, [r.label for r in records])
     except INPUT_ERRORS as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return print_error(error)
     print(f"{results['num_videos']} of {len(fused)} videos scored")
     print(f"Mean Class Accuracy: {results['mean_class_accuracy']:.04f}")
     print(f"Top 1 Accuracy: {results['top1_acc']:.04f}")
@@ -224,8 +220,7 @@ def publish_model_main(argv: Optional[list[str]] = None) -> int:
     try:
         final = publish_checkpoint(args.in_file, args.out_file)
     except (CheckpointError, OSError) as error:  # OSError: a missing input, an unwritable output folder
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return print_error(error)
     print(final)
     return 0
 
@@ -242,8 +237,7 @@ def print_config_main(argv: Optional[list[str]] = None) -> int:
     try:
         cfg = load_config(args.config, [*(args.options or ()), *args.cfg_options])
     except ConfigError as error:
-        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
-        return 2
+        return print_error(error)
     print(format_config(cfg), end="")
     return 0
 
